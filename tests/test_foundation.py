@@ -1,0 +1,48 @@
+"""The package skeleton: registries, atomic writes, run records, the CLI's exit codes."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from wsssbench import code_version, records
+from wsssbench.cli import app
+from wsssbench.errors import UserError
+from wsssbench.io import atomic_path, write_json
+from wsssbench.registry import Registry
+
+
+def test_registry_duplicate_and_unknown():
+    reg = Registry("thing")
+    reg.add("a", 1)
+    with pytest.raises(ValueError):
+        reg.add("a", 2)
+    with pytest.raises(UserError, match="known: a"):
+        reg.get("b")
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_record_roundtrip_and_validation(tmp_path):
+    rec = records.RunRecord(method="cam", dataset="synthetic", dataset_preset="tiny", config={"lr": 0.1},
+                            seed=0, metrics={"seed_miou": 50.0}, protocols={"seed_miou": "irn"}, pretrained=None)
+    path = rec.write(tmp_path / "r.json")
+    assert records.load(path)["metrics"] == {"seed_miou": 50.0}
+    bad = rec.to_dict() | {"protocols": {}}
+    assert any("names no protocol" in p for p in records.validate(bad))
+    assert code_version()
+
+
+def test_cli_help_lists_groups():
+    out = CliRunner().invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for group in ("eval", "data", "leaderboard"):
+        assert group in out.output

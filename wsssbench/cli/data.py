@@ -1,0 +1,1 @@
+"""Commands of `wsssbench data` (not built yet)."""

@@ -1,0 +1,1 @@
+"""Commands of `wsssbench eval_wsol` (not built yet)."""

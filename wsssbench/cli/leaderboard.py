@@ -1,0 +1,1 @@
+"""Commands of `wsssbench leaderboard` (not built yet)."""

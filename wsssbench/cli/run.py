@@ -1,0 +1,1 @@
+"""Commands of `wsssbench run` (not built yet)."""

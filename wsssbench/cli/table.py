@@ -1,0 +1,1 @@
+"""Commands of `wsssbench table` (not built yet)."""

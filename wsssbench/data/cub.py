@@ -1,0 +1,81 @@
+"""CUB-200-2011 in its official layout: 200 classes, one box per image, train/test split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from . import DATASETS
+from .base import Dataset, Sample, read_lines, resolve_root
+
+LAYOUT = """expected layout (CUB_200_2011/):
+  images/<class folder>/<name>.jpg
+  images.txt               <image_id> <relative path>
+  classes.txt              <class_id> <class name>
+  image_class_labels.txt   <image_id> <class_id, 1-based>
+  train_test_split.txt     <image_id> <1 = train, 0 = test>
+  bounding_boxes.txt       <image_id> <x> <y> <width> <height>"""
+
+
+class CUB(Dataset):
+    name = "cub"
+    task = "localization"
+    has_background = False
+
+    def __init__(self, root: Path):
+        names = [_two(ln, root / "classes.txt")[1] for ln in read_lines(root / "classes.txt", f"CUB class list\n{LAYOUT}")]
+        super().__init__(root, names)
+        self._by_split: dict[str, list[Sample]] | None = None
+
+    def split_names(self) -> tuple[str, ...]:
+        return ("test", "train")
+
+    def describe_gt(self, split: str) -> str:
+        return f"{split} split, boxes from {self.root / 'bounding_boxes.txt'}"
+
+    def samples(self, split: str) -> list[Sample]:
+        self._check_split(split)
+        if self._by_split is None:
+            self._by_split = self._read()
+        return self._by_split[split]
+
+    def _read(self) -> dict[str, list[Sample]]:
+        def table(fname: str) -> dict[str, str]:
+            path = self.root / fname
+            return dict(_two(ln, path) for ln in read_lines(path, f"CUB metadata file\n{LAYOUT}"))
+
+        paths, labels, is_train, boxes = (table(f) for f in ("images.txt", "image_class_labels.txt",
+                                                              "train_test_split.txt", "bounding_boxes.txt"))
+        out: dict[str, list[Sample]] = {"train": [], "test": []}
+        for image_id, rel in paths.items():
+            for what, tab in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train),
+                              ("bounding_boxes.txt", boxes)):
+                if image_id not in tab:
+                    raise UserError(f"{self.root / what}: image id {image_id} of images.txt is missing")
+            x, y, w, h = (float(v) for v in boxes[image_id].split())
+            cls = int(labels[image_id]) - 1
+            if not 0 <= cls < self.num_classes:
+                raise UserError(f"{self.root / 'image_class_labels.txt'}: class {cls + 1} of image {image_id} "
+                                f"is outside 1..{self.num_classes}")
+            # As wsolevaluation's metadata: corners (x, y, x + w, y + h), no -1.
+            sample = Sample(id=rel, image=self.root / "images" / rel, labels=(cls,), boxes=((x, y, x + w, y + h),))
+            out["train" if is_train[image_id].strip() == "1" else "test"].append(sample)
+        return out
+
+
+def _two(line: str, path: Path) -> tuple[str, str]:
+    parts = line.split(maxsplit=1)
+    if len(parts) != 2:
+        raise UserError(f"{path}: malformed line {line!r}; expected '<id> <value>'")
+    return parts[0], parts[1]
+
+
+def _find_cub_root(root: Path) -> Path:
+    for cand in (root, root / "CUB_200_2011"):
+        if (cand / "images.txt").is_file():
+            return cand
+    raise UserError(f"{root}: no CUB-200-2011 layout found; {LAYOUT}")
+
+
+@DATASETS.register("cub")
+def cub(root=None) -> CUB:
+    return CUB(_find_cub_root(resolve_root("cub", root)))

@@ -1,0 +1,90 @@
+"""PASCAL VOC 2012 in its official layout (plus SBD's ``SegmentationClassAug`` for ``train_aug``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from . import DATASETS
+from .base import Dataset, Sample, read_lines, read_mask, resolve_root
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+               "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+               "sheep", "sofa", "train", "tvmonitor")
+
+LAYOUT = """expected layout (VOCdevkit/VOC2012 or a folder holding it):
+  JPEGImages/<id>.jpg
+  SegmentationClass/<id>.png          palette PNG, train/val ground truth
+  SegmentationClassAug/<id>.png       SBD class-index PNG, train_aug ground truth (optional)
+  ImageSets/Segmentation/{train,val,test,train_aug}.txt"""
+
+
+class VOCSegmentation(Dataset):
+    name = "voc"
+
+    def __init__(self, root: Path, class_names=VOC_CLASSES, mask_dirs=None):
+        super().__init__(root, class_names)
+        self._lists = self.root / "ImageSets" / "Segmentation"
+        # split -> folder of its ground truth; IRN scores seeds on `train` with the original
+        # SegmentationClass PNGs, while train_aug's masks come from SBD's SegmentationClassAug.
+        self._mask_dirs = mask_dirs or {"train_aug": "SegmentationClassAug"}
+        self._cls_labels = _load_irn_cls_labels(self.root)
+
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(sorted(p.stem for p in self._lists.glob("*.txt")))
+
+    def mask_dir(self, split: str) -> Path:
+        return self.root / self._mask_dirs.get(split, "SegmentationClass")
+
+    def describe_gt(self, split: str) -> str:
+        return f"{split} split, masks from {self.mask_dir(split)}"
+
+    def samples(self, split: str) -> list[Sample]:
+        self._check_split(split)
+        ids = [ln.split()[0] for ln in read_lines(self._lists / f"{split}.txt", f"VOC split list\n{LAYOUT}")]
+        mask_dir = self.mask_dir(split)
+        has_masks = split != "test" and mask_dir.is_dir()
+        out = []
+        for id_ in ids:
+            image = self.root / "JPEGImages" / f"{id_}.jpg"
+            mask = mask_dir / f"{id_}.png" if has_masks else None
+            if mask is not None and not mask.is_file():
+                raise UserError(f"{mask}: mask of {id_!r} (listed in {split}.txt) is missing")
+            out.append(Sample(id=id_, image=image, labels=self._labels(id_, mask), mask=mask))
+        return out
+
+    def _labels(self, id_: str, mask: Path | None) -> tuple[int, ...]:
+        """Image-level labels: IRN's ``cls_labels.npy`` when present, else the classes in the mask."""
+        if self._cls_labels is not None and id_ in self._cls_labels:
+            return self._cls_labels[id_]
+        if mask is None:
+            return ()
+        present = np.unique(read_mask(mask, self.num_classes))
+        return tuple(int(c) for c in present if 0 < c < self.num_classes)
+
+
+def _load_irn_cls_labels(root: Path) -> dict[str, tuple[int, ...]] | None:
+    """IRN's ``cls_labels.npy``: {int id (2007000032) or str id: 20-dim multi-hot} → 1-based labels."""
+    path = root / "cls_labels.npy"
+    if not path.is_file():
+        return None
+    table = np.load(path, allow_pickle=True).item()
+    out = {}
+    for key, hot in table.items():
+        key = str(key)
+        id_ = f"{key[:4]}_{key[4:]}" if "_" not in key and len(key) == 10 else key
+        out[id_] = tuple(int(i) + 1 for i in np.flatnonzero(np.asarray(hot)))
+    return out
+
+
+def _find_voc_root(root: Path) -> Path:
+    for cand in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (cand / "ImageSets" / "Segmentation").is_dir():
+            return cand
+    raise UserError(f"{root}: no VOC 2012 layout found; {LAYOUT}")
+
+
+@DATASETS.register("voc")
+def voc(root=None, **options) -> VOCSegmentation:
+    return VOCSegmentation(_find_voc_root(resolve_root("voc", root)), **options)
