@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 
 from ..registry import Registry
 from .base import IGNORE, Box, Dataset, Sample, read_image, read_mask, resolve_root
 
 DATASETS: Registry = Registry("dataset")
 
-_READER_MODULES = ("voc", "cub")
-for _name in _READER_MODULES:
-    importlib.import_module(f"{__name__}.{_name}")
+# Every module of this package but ``base`` is a reader that registers itself on import.
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
 
 
 def get_dataset(name: str, root: str | os.PathLike | None = None, **options) -> Dataset:

@@ -65,6 +65,15 @@ class Dataset:
                             f"use a split with masks ({self.describe_gt('train')})")
         return read_mask(sample.mask, self.num_classes)
 
+    def load_context(self, sample: Sample) -> np.ndarray | None:
+        """The (H, W) uint8 context map where the dataset has one (the synthetic benchmark), else None.
+
+        A pixel of value ``c > 0`` lies on the *context* of class ``c`` (the region that co-occurs with
+        class ``c`` and confounds it); 0 is no context. Context confusion is the share of class ``c``'s
+        false-positive pixels that fall where the context map is ``c``.
+        """
+        return None
+
     def _check_split(self, split: str) -> None:
         if split not in self.split_names():
             raise UserError(f"{self.name}: unknown split {split!r}; this layout has: {', '.join(self.split_names())}")
