@@ -103,6 +103,18 @@ def check_against_text(paper: str, filename: str) -> None:
         assert printed_on(lines[n - 1], printed), f"{c['table']} {c['row']} {c['column']}: {printed} not on line {n}"
 
 
+def check_line_order(paper: str, filename: str) -> None:
+    """The cells of one source line appear on it in CSV order (catches swapped columns or rows)."""
+    lines = paper_lines(filename)
+    by_line: dict[tuple[str, int], list[str]] = {}
+    for c in read_cells(paper)[1]:
+        if c["value"] != "–":
+            by_line.setdefault((c["table"], int(c["source_line"])), []).append(c["value"])
+    for (table, n), values in by_line.items():
+        printed = iter(re.findall(r"\d+(?:\.\d+)?", lines[n - 1]))
+        assert all(v in printed for v in values), f"{table}: {values} not in this order on line {n}"
+
+
 def printed_on(line: str, value: str) -> bool:
     """`value` occurs on `line` as a whole number (not as part of a longer one)."""
     return re.search(rf"(?<![\d.]){re.escape(value)}(?!\d|\.\d)", line) is not None

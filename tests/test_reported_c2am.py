@@ -1,7 +1,7 @@
 """C2AM Table 1, transcribed in leaderboards/reported/c2am.csv, checked against the paper text."""
 import pytest
 
-from _reported import cell, check_against_text, check_schema, paper_lines, read_cells, read_tables
+from _reported import cell, check_against_text, check_line_order, check_schema, paper_lines, read_cells, read_tables
 
 PAPER, TEXT = "c2am", "001_f9b338e56250a5cc.txt"
 
@@ -13,6 +13,7 @@ def test_schema():
 
 def test_every_cell_is_on_its_source_line():
     check_against_text(PAPER, TEXT)
+    check_line_order(PAPER, TEXT)
 
 
 @pytest.mark.parametrize("row, column, value, line", [

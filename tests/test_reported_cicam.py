@@ -1,7 +1,7 @@
 """CI-CAM Tables 1-4, transcribed in leaderboards/reported/cicam.csv, checked against the paper text."""
 import pytest
 
-from _reported import cell, check_against_text, check_schema, paper_lines, read_cells, read_tables
+from _reported import cell, check_against_text, check_line_order, check_schema, paper_lines, read_cells, read_tables
 
 PAPER, TEXT = "cicam", "003_9892b06b13b04f49.txt"
 T3_ROWS = ["CUB-200-2011 test set: TwoC", "CUB-200-2011 test set: TwoC + ConPool",
@@ -23,6 +23,7 @@ def test_schema():
 
 def test_every_cell_is_on_its_source_line():
     check_against_text(PAPER, TEXT)
+    check_line_order(PAPER, TEXT)
 
 
 @pytest.mark.parametrize("table, row, column, printed, line, flags", [

@@ -2,7 +2,7 @@
 against the paper text."""
 import pytest
 
-from _reported import cell, check_against_text, check_schema, paper_lines, read_cells, read_tables
+from _reported import cell, check_against_text, check_line_order, check_schema, paper_lines, read_cells, read_tables
 
 PAPER, TEXT = "cpn", "004_82ede8bfee2a3087.txt"
 TABLES = ["cpn:1", "cpn:2", "cpn:3", "cpn:4", "cpn:5", "cpn:fig-sn", "cpn:fig-k"]
@@ -28,6 +28,7 @@ def test_schema():
 
 def test_every_cell_is_on_its_source_line():
     check_against_text(PAPER, TEXT)
+    check_line_order(PAPER, TEXT)
 
 
 @pytest.mark.parametrize("table, row, column, printed, line", [
