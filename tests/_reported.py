@@ -78,6 +78,9 @@ def check_schema(paper: str, *, delta: bool = False) -> None:
         key = (c["table"], c["row"], c["column"])
         assert key not in seen, f"duplicate cell {where}"
         seen.add(key)
+    for table in {c["table"] for c in cells}:  # rows in the paper's order
+        lines = [int(c["source_line"]) for c in cells if c["table"] == table]
+        assert lines == sorted(lines), f"{paper}.csv {table}: rows out of the paper's order"
     tables = read_tables(paper)
     ids = [t["id"] for t in tables]
     assert len(ids) == len(set(ids))
