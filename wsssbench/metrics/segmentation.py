@@ -50,7 +50,7 @@ class ConfusionMatrix:
     >>> cm.matrix.tolist(), cm.void.tolist()
     ([[1, 0, 0], [0, 1, 1], [0, 0, 0]], [0, 1, 0])
     >>> round(cm.compute("irn")[0], 4)
-    41.6667
+    27.7778
     """
 
     def __init__(self, num_classes: int):
