@@ -266,3 +266,14 @@ def test_exactly_one_background_rule(tmp_path):
         evaluate_seeds(ds, "train", tmp_path, threshold=0.1, sweep=True)
     with pytest.raises(UserError, match="exactly one"):
         evaluate_seeds(ds, "train", tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_buckets_equal_searchsorted(dtype):
+    from wsssbench.metrics.segmentation import Buckets
+    rng = np.random.default_rng(0)
+    taus = np.sort(np.concatenate([np.arange(100) / 100, [-0.5, -0.0, 3.0]])).astype(dtype)
+    near = np.concatenate([taus, np.nextafter(taus, dtype(np.inf)), np.nextafter(taus, dtype(-np.inf))])
+    scores = np.concatenate([near, rng.normal(0.5, 1, 20000), [-np.inf, np.inf, 0.0, -0.0]]).astype(dtype)
+    taus = taus + dtype(0)
+    assert (Buckets(taus)(scores) == np.searchsorted(taus, scores, side="left")).all()
