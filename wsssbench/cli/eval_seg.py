@@ -100,9 +100,10 @@ def _emit(result: dict, json_out: bool) -> None:
     for name, r in by.items():
         if r.get("error"):
             console.print(f"[yellow]{name}[/]: {r['error']}")
-        if r.get("context_confusion"):
-            console.print(f"{name}: context confusion (share of false positives on the class's own context) "
-                          f"{_fmt(r['context_confusion']['mean'])}%")
+    ctx = {name: r["context_confusion"]["mean"] for name, r in by.items() if r.get("context_confusion")}
+    if ctx:
+        console.print("context confusion (share of false-positive pixels on the class's own context): "
+                      + ", ".join(f"{_fmt(v)}% ({name})" for name, v in ctx.items()))
     if result.get("spread") is not None:
         console.print(f"spread across protocols: {result['spread']:.2f} mIoU points")
     if first.get("threshold_selected_on_gt"):

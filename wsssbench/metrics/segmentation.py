@@ -458,7 +458,7 @@ def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
 
 def _run(fn: Callable, jobs: list[tuple], progress: bool, what: str, workers: int | None) -> Iterable:
     """Yield ``fn(*job)`` for every job, in worker processes when there is enough work (order not kept)."""
-    workers = min(os.cpu_count() or 1, 2) if workers is None else max(1, workers)
+    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     bar = _progress(progress, what, sum(len(j[1]) for j in jobs))
     with bar:
         if workers == 1 or len(jobs) < 2:
