@@ -277,3 +277,16 @@ def test_buckets_equal_searchsorted(dtype):
     scores = np.concatenate([near, rng.normal(0.5, 1, 20000), [-np.inf, np.inf, 0.0, -0.0]]).astype(dtype)
     taus = taus + dtype(0)
     assert (Buckets(taus)(scores) == np.searchsorted(taus, scores, side="left")).all()
+
+
+@pytest.mark.gpu
+def test_cuda_confusion_equals_numpy():
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, 21, (2, 375, 500)).astype(np.uint8)
+    gt[rng.random(gt.shape) < 0.05] = 255
+    pred = rng.integers(0, 21, gt.shape).astype(np.uint8)
+    pred[rng.random(gt.shape) < 0.01] = 255
+    a, b = ConfusionMatrix(21), ConfusionMatrix(21)
+    a.update(pred, gt)
+    b.update(torch.from_numpy(pred).cuda(), torch.from_numpy(gt).cuda())
+    assert (a.matrix == b.matrix).all() and (a.void == b.void).all()
