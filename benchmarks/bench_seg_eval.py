@@ -4,10 +4,11 @@ Generates (once, outside the repository) 1,464 images of 500×375 with 21 classe
 PNG ground truth and float32 CAMs of the images' labelled classes, then prints side by side:
 
 (a) a 100-threshold one-pass sweep vs one threshold;
-(b) the sweep vs IRN's way of sweeping: re-read every CAM file and re-evaluate per threshold (timed on a
-    few thresholds, scaled to 100);
-(c) images/s with 1 and 2 worker processes;
-(d) peak RSS of a sweep at 1× and 4× the images (4× = the same files under new ids, via symlinks).
+(b) the sweep vs IRN's way of sweeping: re-read every CAM file and re-evaluate per threshold (timed on
+    ``--loop-thresholds`` thresholds, scaled to 100);
+(c) images/s with 2 worker processes, and CPU seconds per image (which a loaded machine does not change);
+(d) peak RSS of a sweep at 1× and 4× the images: by default a quarter of the set and the whole set;
+    ``--rss-times 4`` measures the set and 4× it (the same files under new ids, via symlinks).
 
     python benchmarks/bench_seg_eval.py [--root /tmp/wsssbench-bench] [--images 1464]
 """
@@ -52,11 +53,11 @@ def generate(root: Path, n: int, seed: int = 0) -> None:
     (root / "done").write_text("ok\n")
 
 
-def replicate(src: Path, dst: Path, times: int) -> None:
-    """``times``× the images of ``src`` under new ids, as symlinks (no extra disk)."""
+def replicate(src: Path, dst: Path, times: int, count: int | None = None) -> None:
+    """``times``× the first ``count`` images of ``src`` under new ids, as symlinks (no extra disk)."""
     if (dst / "done").is_file():
         return
-    ids = (src / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    ids = (src / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[:count]
     for sub in ("ImageSets/Segmentation", "SegmentationClass", "cams"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
     new = []
@@ -88,10 +89,17 @@ def irn_loop(root: Path, thresholds) -> list[float]:
     return out
 
 
+def _cpu() -> float:
+    import resource
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    """(wall seconds, CPU seconds of this process and its finished workers, result)."""
+    t0, c0 = time.perf_counter(), _cpu()
     res = fn()
-    return time.perf_counter() - t0, res
+    return time.perf_counter() - t0, _cpu() - c0, res
 
 
 def peak_rss(root: Path) -> dict:
@@ -110,41 +118,46 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("/tmp/wsssbench-bench"))
     ap.add_argument("--images", type=int, default=1464)
-    ap.add_argument("--loop-thresholds", type=int, default=3, help="thresholds the IRN-style loop is timed on")
+    ap.add_argument("--loop-thresholds", type=int, default=1, help="thresholds the IRN-style loop is timed on")
+    ap.add_argument("--rss-times", type=int, default=0, help="measure RSS at the set and this many times it "
+                                                             "(default: at a quarter of the set and the set)")
     args = ap.parse_args()
-    one, four = args.root / "x1", args.root / "x4"
-    generate(one, args.images)
-    replicate(one, four, 4)
+    n, one = args.images, args.root / "x1"
+    generate(one, n)
+    if args.rss_times:
+        small, big = one, args.root / f"x{args.rss_times}"
+        replicate(one, big, args.rss_times)
+    else:
+        small, big = args.root / "quarter", one
+        replicate(one, small, 1, count=n // 4)
     ds = get_dataset("voc", one)
     load = os.getloadavg()
-
-    t_single, single = timed(lambda: evaluate_seeds(ds, "train", one / "cams", threshold=0.15))
-    t_sweep, sweep = timed(lambda: evaluate_seeds(ds, "train", one / "cams", sweep=True))
-    t_sweep1, _ = timed(lambda: evaluate_seeds(ds, "train", one / "cams", sweep=True, workers=1))
-    ts = [0.15, 0.3, 0.45][: args.loop_thresholds]
-    t_loop, loop = timed(lambda: irn_loop(one, ts))
-    t_loop100 = t_loop / len(ts) * 100
-    agree = max(abs(m - sweep["curve"][round(t * 100)]["miou"]) for m, t in zip(loop, ts))
-    rss1, rss4 = peak_rss(one), peak_rss(four)
-
-    n = args.images
     print(f"VOC-shaped set: {n} images of {W}x{H}, {C} classes, float32 CAMs; "
-          f"load average at start {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on {os.cpu_count()} cores\n")
-    print("| measurement | value |\n|---|---|")
-    print(f"| one threshold (0.15), 2 workers | {t_single:.1f} s ({n / t_single:.0f} images/s), mIoU {single['miou']:.4f} |")
-    print(f"| 100-threshold sweep, 2 workers | {t_sweep:.1f} s ({n / t_sweep:.0f} images/s); "
-          f"**{t_sweep / t_single:.2f}x** one threshold |")
-    print(f"| 100-threshold sweep, 1 worker | {t_sweep1:.1f} s ({n / t_sweep1:.0f} images/s); "
-          f"2 workers are {t_sweep1 / t_sweep:.2f}x faster |")
-    print(f"| IRN-style loop (re-read + re-evaluate per threshold) | {t_loop / len(ts):.1f} s per threshold "
-          f"(timed on {len(ts)}); 100 thresholds ≈ {t_loop100:.0f} s |")
-    print(f"| sweep vs IRN-style loop | **{t_loop100 / t_sweep:.0f}x** faster; "
-          f"max |mIoU difference| at the looped thresholds {agree:.1e} |")
-    print(f"| peak RSS, sweep over {n} images (1x) | main {rss1['main_mib']:.0f} MiB, "
-          f"largest worker {rss1['worker_mib']:.0f} MiB ({rss1['seconds']:.0f} s) |")
-    print(f"| peak RSS, sweep over {4 * n} images (4x) | main {rss4['main_mib']:.0f} MiB, "
-          f"largest worker {rss4['worker_mib']:.0f} MiB ({rss4['seconds']:.0f} s) |")
-    print(f"\nbest threshold {sweep['best_threshold']:.2f}, best mIoU {sweep['best_miou']:.4f} (irn)")
+          f"load average at start {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on {os.cpu_count()} cores\n", flush=True)
+    print("| measurement | wall | CPU s / image | note |\n|---|---|---|---|", flush=True)
+
+    def row(what, wall, cpu, note=""):
+        print(f"| {what} | {wall:.1f} s ({n / wall:.0f} images/s) | {1000 * cpu / n:.1f} ms | {note} |", flush=True)
+
+    w1, c1, single = timed(lambda: evaluate_seeds(ds, "train", one / "cams", threshold=0.15))
+    row("one threshold (0.15), 2 workers", w1, c1, f"mIoU {single['miou']:.4f}")
+    w100, c100, sweep = timed(lambda: evaluate_seeds(ds, "train", one / "cams", sweep=True))
+    row("100-threshold one-pass sweep, 2 workers", w100, c100,
+        f"**{w100 / w1:.2f}x** one threshold's wall time, {c100 / c1:.2f}x its CPU")
+    ts = [0.15, 0.3, 0.45][: args.loop_thresholds]
+    wl, cl, loop = timed(lambda: irn_loop(one, ts))
+    agree = max(abs(m - sweep["curve"][round(t * 100)]["miou"]) for m, t in zip(loop, ts))
+    row(f"IRN-style loop, per threshold (timed on {len(ts)}, 1 process)", wl / len(ts), cl / len(ts),
+        f"100 thresholds ≈ {100 * wl / len(ts):.0f} s wall, {100 * cl / len(ts):.0f} CPU s: the sweep is "
+        f"**{100 * wl / len(ts) / w100:.0f}x** faster in wall time, {100 * cl / len(ts) / c100:.0f}x in CPU; "
+        f"max mIoU difference at the looped thresholds {agree:.1e}")
+    for root in (small, big):
+        images = len((root / "ImageSets" / "Segmentation" / "train.txt").read_text().split())
+        r = peak_rss(root)
+        print(f"| peak RSS, sweep over {images} images | {r['seconds']:.0f} s | – | main process "
+              f"{r['main_mib']:.0f} MiB, largest worker {r['worker_mib']:.0f} MiB |", flush=True)
+    print(f"\nbest threshold {sweep['best_threshold']:.2f}, best mIoU {sweep['best_miou']:.4f} (irn); "
+          f"load average at end {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
