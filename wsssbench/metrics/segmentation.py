@@ -148,6 +148,8 @@ def power_threshold(alpha: float, dtype: str = "float32") -> float:
     Found by bisection over the dtype's ordered bit patterns; the predicate's monotonicity is checked
     on 4,096 neighbours either side of the crossing.
     """
+    if alpha <= 0:
+        raise ValueError("alpha must be > 0")
     dt = np.dtype(dtype)
     uint = np.dtype(f"uint{8 * dt.itemsize}")
     one, a = np.asarray(1, dt), np.asarray(alpha, dt)
@@ -157,8 +159,6 @@ def power_threshold(alpha: float, dtype: str = "float32") -> float:
         return m > np.power(one - m, a)
 
     lo, hi = int(np.asarray(0, dt).view(uint)), int(one.view(uint))   # fg(0) is False, fg(1) is True for α > 0
-    if alpha <= 0:
-        raise ValueError("alpha must be > 0")
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if fg(np.array([mid]))[0]:
