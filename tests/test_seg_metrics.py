@@ -290,3 +290,10 @@ def test_cuda_confusion_equals_numpy():
     a.update(pred, gt)
     b.update(torch.from_numpy(pred).cuda(), torch.from_numpy(gt).cuda())
     assert (a.matrix == b.matrix).all() and (a.void == b.void).all()
+
+
+def test_all_ignore_ground_truth_gives_null_not_nan(tmp_path):
+    mask = np.full((4, 4), 255, np.uint8)
+    save_cams(tmp_path / "x.npz", [0], np.full((1, 4, 4), 0.5, np.float32))
+    res = evaluate_seeds(ArrayDataset({"x": mask}, labels={"x": (1,)}), "train", tmp_path, sweep=True, workers=1)
+    assert res["miou"] is None and all(p["miou"] is None for p in res["curve"])

@@ -321,14 +321,15 @@ def evaluate_seeds(dataset: Dataset, split: str, cams_dir, *, threshold: float |
     results = {}
     for proto in protocols:
         curve = [proto.scores(c, np.zeros(dataset.num_classes, np.int64))[0] for c in confs]
-        best = int(np.nanargmax(curve)) if mode in ("sweep", "alpha_sweep") else 0
+        sweeping = mode in ("sweep", "alpha_sweep")
+        best = int(np.nanargmax(curve)) if sweeping and np.isfinite(curve).any() else 0
         res = _scores(dataset, proto, confs[best], np.zeros(dataset.num_classes, np.int64),
                       ctxs[best] if has_ctx else None)
         key = "alpha" if mode.startswith("alpha") else "threshold"
-        if mode in ("sweep", "alpha_sweep"):
+        if sweeping:
             res[f"best_{key}"] = rule.values[best]
             res["best_miou"] = res["miou"]
-            res["curve"] = [{key: v, "miou": m} for v, m in zip(rule.values, curve)]
+            res["curve"] = [{key: v, "miou": _pct(m)} for v, m in zip(rule.values, curve)]
             res["threshold_selected_on_gt"] = True
         else:
             res[key] = rule.values[0]
