@@ -162,3 +162,24 @@ def test_deeplab_refuses_predicted_ignore(voc):
     code, out, _ = run("eval", "masks", "--dataset", "voc", "--root", root, "--masks", masks, "--protocol", "all",
                        "--json")
     assert code == 0 and json.loads(out)["by_protocol"]["deeplab"]["miou"] is None
+
+
+def test_default_synthetic_dataset_reports_context_confusion(tmp_path, monkeypatch):
+    """Seeds on the embedded synthetic benchmark (the default --dataset) carry context confusion."""
+    from wsssbench.data import DATASETS, get_dataset
+    if "synthetic" not in DATASETS:
+        pytest.skip("the synthetic dataset is not on this branch yet")
+    monkeypatch.setenv("WSSSBENCH_DATA", str(tmp_path / "data"))
+    ds = get_dataset("synthetic")
+    cams = tmp_path / "cams"
+    rng = np.random.default_rng(0)
+    for s in ds.samples("train"):
+        gt, ctx = ds.load_mask(s), ds.load_context(s)
+        planes = [0.6 * (gt == c) + 0.5 * (ctx == c) + 0.3 * rng.random(gt.shape) for c in s.labels]
+        save_cams(cams / f"{s.id}.npz", [c - 1 for c in s.labels], np.array(planes, np.float32))
+    code, out, err = run("eval", "seeds", "--cams", cams, "--threshold", 0.5, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["dataset"] == "synthetic" and res["split"] == "train"
+    cc = res["context_confusion"]
+    assert set(cc["per_class"]) == set(ds.class_names[1:]) and cc["mean"] > 50   # FPs were put on the context
