@@ -24,7 +24,7 @@ import numpy as np
 
 from wsssbench.data import get_dataset
 from wsssbench.metrics.localization import (BOX_PROTOCOLS, BoxAccumulator, box_iou, evaluate_wsol, resize_box,
-                                            summarize)
+                                            summarize, wsolevaluation_frame)
 
 CAM_SIZE = 28        # ResNet50 CAM at 224 input in wsolevaluation (stride 8)
 
@@ -52,9 +52,8 @@ def generate(dataset, cams: Path, seed: int = 0) -> None:
 
 
 def framed(dataset, cams: Path, limit: int | None = None):
-    proto = BOX_PROTOCOLS.get("wsolevaluation")
     for s in dataset.samples("test")[:limit]:
-        scoremap = proto.frame(np.load(cams / f"{s.id}.npy"), (224, 224))
+        scoremap = wsolevaluation_frame(np.load(cams / f"{s.id}.npy"), (224, 224))
         gt = np.array([resize_box(b, (s.size[1], s.size[0]), (224, 224)) for b in s.boxes])
         yield s.id, scoremap, gt
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .wsol_inputs import ScoreMaps
 
 #: θ grid of the reference (``np.arange(0, 1, cam_curve_interval)``, ``cam_curve_interval=.001``).
 THETA_GRID = np.arange(0, 1, 0.001)
@@ -131,15 +134,16 @@ class LevelBoxes:
 
 @dataclass(frozen=True)
 class BoxProtocol:
-    """How a score map is framed, binarised and turned into boxes.
+    """How an image's maps become the evaluated score map, and that map boxes.
 
-    ``frame(map, (H, W))`` gives the evaluated score map (float64) in an (H, W) frame;
-    ``boxes(scoremap, thetas)`` the :class:`LevelBoxes` at every θ. ``frame_size`` is the fixed frame
-    (H, W) or ``None`` to evaluate at the map's own resolution.
+    ``score_map(maps, (H, W))`` gives the float64 map in an (H, W) frame from the image's
+    :class:`~wsssbench.metrics.wsol_inputs.ScoreMaps` (the true class's plane, all planes, scores: a
+    rule such as NL-CCAM's combinational map may use them all); ``boxes(scoremap, thetas)`` the
+    :class:`LevelBoxes` at every θ. ``frame_size`` is the (H, W) of ``--frame 224``.
     """
     name: str
     source: str
-    frame: Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+    score_map: Callable[["ScoreMaps", tuple[int, int]], np.ndarray]
     boxes: Callable[[np.ndarray, np.ndarray], LevelBoxes]
     frame_size: tuple[int, int] = (224, 224)
     thetas: np.ndarray = field(default_factory=lambda: THETA_GRID)
@@ -185,7 +189,7 @@ def wsolevaluation_boxes(scoremap: np.ndarray, thetas: np.ndarray) -> LevelBoxes
 
 BOX_PROTOCOLS.add("wsolevaluation", BoxProtocol(
     name="wsolevaluation", source="clovaai/wsolevaluation@96f4b88 evaluation.py, inference.py",
-    frame=wsolevaluation_frame, boxes=wsolevaluation_boxes))
+    score_map=lambda maps, size: wsolevaluation_frame(maps.plane, size), boxes=wsolevaluation_boxes))
 
 
 # -------------------------------------------------------------------------------------- accumulators
@@ -319,7 +323,7 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
     """
     from rich.progress import Progress
 
-    from .wsol_inputs import (check_box, check_no_extra_maps, class_rank, find_map, read_plane,
+    from .wsol_inputs import (check_box, check_no_extra_maps, class_rank, find_map, read_maps,
                               read_scores_csv)
 
     proto = BOX_PROTOCOLS.get(protocol)
@@ -344,7 +348,8 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
             cls = sample.labels[0]
             path = find_map(cams_dir, sample.id)
             used.add(path)
-            plane, file_scores = read_plane(path, cls)
+            maps = read_maps(path, cls)
+            file_scores = maps.scores
             if score_table is not None:
                 if sample.id not in score_table:
                     raise UserError(f"{scores}: no scores for image {sample.id!r}")
@@ -356,8 +361,8 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
                     raise UserError(f"{path}: class scores are {'missing' if with_scores else 'present'} here "
                                     "but not in the other score maps; save them for all images or none")
                 rank = class_rank(file_scores, cls, str(path)) if with_scores else None
-            size = proto.frame_size if frame == "224" else plane.shape
-            scoremap = proto.frame(plane, size)
+            size = proto.frame_size if frame == "224" else maps.plane.shape
+            scoremap = proto.score_map(maps, size)
             image_wh = _image_wh(sample)
             for box in sample.boxes:
                 check_box(box, image_wh, gt_where, sample.id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,18 @@ def check_no_extra_maps(cams_dir: Path, used: set[Path]) -> None:
                         f"files under {cams_dir}); check --cams, --dataset/--metadata and --split")
 
 
-def read_plane(path: Path, class_id: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The 2-D map of ``class_id`` in ``path`` and the file's class scores (``None`` if it has none)."""
+@dataclass(frozen=True)
+class ScoreMaps:
+    """What one image's file holds: the true class's map, every plane when the file has them, scores."""
+    path: Path
+    plane: np.ndarray                      # (H, W) map of the ground-truth class
+    keys: np.ndarray | None = None         # class ids of ``planes``
+    planes: np.ndarray | None = None       # (k, H, W); None for a wsolevaluation single map
+    scores: np.ndarray | None = None       # (C,) class scores, when the file carries them
+
+
+def read_maps(path: Path, class_id: int) -> ScoreMaps:
+    """Read ``path`` and pick the plane of ``class_id`` (by id, never by position)."""
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=True)
@@ -56,13 +67,13 @@ def read_plane(path: Path, class_id: int) -> tuple[np.ndarray, np.ndarray | None
             if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
                 raise UserError(f"{path}: a wsolevaluation score map must be a 2-D numeric array; "
                                 f"got shape {arr.shape}, dtype {arr.dtype}")
-            return arr, None
+            return ScoreMaps(path, arr)
     cam = load_cams(path)
     where = np.flatnonzero(cam.keys == class_id)
     if where.size == 0:
         raise UserError(f"{path}: no map for class {class_id}, the image's ground-truth class "
                         f"(the file has classes {cam.keys.tolist()}); save the true class's map")
-    return np.asarray(cam.cams[where[0]]), cam.scores
+    return ScoreMaps(path, np.asarray(cam.cams[where[0]]), cam.keys, np.asarray(cam.cams), cam.scores)
 
 
 def read_scores_csv(path: Path) -> dict[str, np.ndarray]:
