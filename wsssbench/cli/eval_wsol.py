@@ -27,8 +27,8 @@ def eval_wsol(
     protocol: str = typer.Option("wsolevaluation", "--protocol", help="Box protocol preset."),
     frame: str = typer.Option("224", "--frame", help="224: the protocol's 224x224 frame; native: each map's "
                               "own resolution, boxes scaled to it."),
-    threshold: float = typer.Option(0.2, "--threshold", help="CAM threshold θ for Top-k and GT-known "
-                                    "(CAM paper: 0.2)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="CAM threshold θ for Top-k and "
+                                              "GT-known (default 0.2, the CAM paper's)."),
     sweep: bool = typer.Option(False, "--sweep", help="Report Top-k and GT-known at their best θ "
                                "(chosen on the evaluation ground truth; said so in the output)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (percent, unrounded)."),
@@ -38,13 +38,16 @@ def eval_wsol(
     from ..data import get_dataset
     from ..metrics.localization import evaluate_wsol
 
+    if sweep and threshold is not None:
+        raise UserError("give --threshold or --sweep, not both")
     ds = get_dataset("wsolmeta", metadata, images=root) if metadata is not None else get_dataset(dataset, root)
     if ds.task != "localization":
         raise UserError(f"dataset {dataset!r} is a {ds.task} dataset; eval wsol needs boxes (cub, ilsvrc, "
                         "--metadata)")
     if metadata is not None and len(ds.split_names()) == 1:     # --metadata named one split's folder
         split = ds.split_names()[0]
-    result = evaluate_wsol(ds, split, cams, scores=scores, protocol=protocol, frame=frame, threshold=threshold,
+    result = evaluate_wsol(ds, split, cams, scores=scores, protocol=protocol, frame=frame,
+                           threshold=0.2 if threshold is None else threshold,
                            sweep=sweep, progress=not json_out)
     if plot is not None:
         _plot(result, plot)
