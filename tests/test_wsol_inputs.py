@@ -175,3 +175,22 @@ def test_cub_official_layout(tmp_path):
                                    "--frame", "native", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["gt_known"] == 100.0
+
+
+def test_pxap_where_masks_exist(meta, tmp_path):
+    from dataclasses import replace
+    ds = get_dataset("wsolmeta", meta)
+    samples = []
+    for s, (_, _, box) in zip(ds.samples("test"), IMAGES):
+        mask = box_map(box).astype(np.uint8)
+        mask[0, 0] = 255                                                  # ignored pixel
+        path = tmp_path / "masks" / f"{s.id}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(path)
+        samples.append(replace(s, mask=path))
+    ds._cache["test"] = samples
+    cams = tmp_path / "c"
+    for image_id, _, box in IMAGES:
+        (cams / image_id).parent.mkdir(parents=True, exist_ok=True)
+        np.save(cams / f"{image_id}.npy", box_map(box))
+    assert evaluate_wsol(ds, "test", cams)["pxap"] == 100.0
