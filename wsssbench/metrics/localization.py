@@ -287,9 +287,9 @@ def summarize(acc: BoxAccumulator, thetas: np.ndarray, *, sweep: bool, fixed: in
                               for j, d in enumerate(acc.iou_thresholds)}},
         "num_images": acc.count,
     }
-    curves = {"gt_known": v1, "top1_loc": pct(acc.top1[:k]), "top5_loc": pct(acc.top5[:k])}
-    if not with_scores:
-        curves = {"gt_known": v1}
+    curves = {"gt_known": v1}
+    if with_scores:
+        curves.update(top1_loc=pct(acc.top1[:k]), top5_loc=pct(acc.top5[:k]))
     if sweep:
         for name, curve in curves.items():
             out[name] = float(curve.max())
@@ -345,6 +345,9 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"wsol {protocol}", total=len(samples))
         for sample in samples:
+            if len(sample.labels) != 1:
+                raise UserError(f"{gt_where}: image {sample.id!r} has {len(sample.labels)} class labels; "
+                                "localization evaluation needs exactly one")
             cls = sample.labels[0]
             path = find_map(cams_dir, sample.id)
             used.add(path)
