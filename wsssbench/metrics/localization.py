@@ -327,6 +327,7 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
                               read_scores_csv)
 
     proto = BOX_PROTOCOLS.get(protocol)
+    frame = str(frame)
     if frame not in FRAMES:
         raise UserError(f"unknown frame {frame!r}; use one of {', '.join(FRAMES)}")
     if not sweep and not 0 <= threshold < 1:
