@@ -91,9 +91,11 @@ def _plot(result: dict, path: Path) -> None:
     curve = result["curve"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, values in curve.items():
-        if key != "threshold":
-            ax.plot(curve["threshold"], values, label=key.replace("maxboxacc_v2_", "V2 δ=").replace(
-                "maxboxacc", "largest contour, δ=50"))
+        if key.startswith("maxboxacc_v2_"):
+            ax.plot(curve["threshold"], values, label=f"all contours (V2), δ={key.rsplit('_', 1)[1]}")
+    ax.plot(curve["threshold"], curve["maxboxacc"], "k--", lw=1, label="largest contour, δ=50 (GT-known)")
+    if "threshold" in result:
+        ax.axvline(result["threshold"], color="grey", lw=0.8, label=f"--threshold {result['threshold']}")
     ax.set_xlabel("CAM threshold θ")
     ax.set_ylabel("box accuracy (%)")
     ax.set_title(f"{result['protocol']} · frame {result['frame']}")
