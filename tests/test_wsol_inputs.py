@@ -116,6 +116,10 @@ def test_bad_inputs_name_the_file(meta, tmp_path):
     np.save(cams / "stray.jpg.npy", np.zeros((4, 4)))
     assert "stray.jpg.npy" in error_of(lambda: evaluate_wsol(ds(), "test", cams))
     (cams / "stray.jpg.npy").unlink()
+    good_map = np.load(cams / "a" / "1.jpg.npy")
+    np.save(cams / "a" / "1.jpg.npy", np.full((8, 8), np.inf))
+    assert "1.jpg.npy" in error_of(lambda: evaluate_wsol(ds(), "test", cams))
+    np.save(cams / "a" / "1.jpg.npy", good_map)
 
     irn = tmp_path / "irn"
     write_maps(irn, "irn")

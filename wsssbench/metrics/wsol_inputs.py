@@ -57,7 +57,17 @@ class ScoreMaps:
 
 
 def read_maps(path: Path, class_id: int) -> ScoreMaps:
-    """Read ``path`` and pick the plane of ``class_id`` (by id, never by position)."""
+    """Read ``path`` and pick the plane of ``class_id`` (by id, never by position).
+
+    A NaN map is allowed (the reference scores it as all zeros); an infinite value is an error.
+    """
+    maps = _read_maps(path, class_id)
+    if np.isinf(maps.plane).any():
+        raise UserError(f"{path}: the map of class {class_id} has infinite values; save finite scores")
+    return maps
+
+
+def _read_maps(path: Path, class_id: int) -> ScoreMaps:
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=True)
