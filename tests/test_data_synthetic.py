@@ -112,3 +112,23 @@ def test_default_cache_folder_and_tiny_preset(tmp_path, monkeypatch):
     assert {s: len(ds.samples(s)) for s in ds.split_names()} == {"train": 200, "train_aug": 800, "val": 200}
     assert ds.load_image(ds.samples("val")[0]).shape == (64, 64, 3)
     assert synthetic.PRESETS["tiny"].loc == (600, 300)
+
+
+def test_interrupted_generation_is_never_complete(tmp_path, monkeypatch):
+    calls = []
+    real_call = synthetic._Job.__call__
+
+    def flaky(self, job):
+        calls.append(job)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real_call(self, job)
+
+    monkeypatch.setattr(synthetic._Job, "__call__", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, "micro")
+    assert list(tmp_path.iterdir()) == []                      # no seg/, no temporary folder
+    monkeypatch.setattr(synthetic._Job, "__call__", real_call)
+    (tmp_path / ".seg.tmp-999999999").mkdir()                  # left by a killed process
+    generate(tmp_path, "micro")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loc", "seg"]

@@ -37,7 +37,7 @@ from .synthetic_scene import ClassSpec, make_classes, render
 from .voc import VOCSegmentation
 
 #: Bumped whenever a change to the generator changes its output; a folder of another version is refused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0, "optimize": False}   # 4:4:4 keeps thin stripes intact
 PNG_OPTIONS = {"compress_level": 6, "optimize": False}
@@ -282,9 +282,8 @@ def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confou
         if final.exists():
             raise UserError(f"{final}: exists but holds no {MANIFEST}; it is not a complete synthetic layout "
                             "— delete it to regenerate")
+        _remove_abandoned(out, layout)
         tmp = out / f".{layout}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         try:
             job = _Job(spec, int(seed), p, layout, tmp)
@@ -298,6 +297,21 @@ def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confou
             if tmp.exists():
                 shutil.rmtree(tmp)
     return out
+
+
+def _remove_abandoned(out: Path, layout: str) -> None:
+    """Delete temporary folders of generations whose process is gone (killed before it could clean up)."""
+    for tmp in out.glob(f".{layout}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            if pid != os.getpid():
+                os.kill(pid, 0)
+                continue                                    # still generating
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_manifest(folder: Path) -> dict:
@@ -368,6 +382,9 @@ def _layout_folder(root, preset, seed, confounding, layout: str) -> tuple[Path, 
         name = preset or "tiny"
         p = get_preset(name).confounding if confounding is None else float(confounding)
         base = resolve_root("synthetic", None) / folder_name(name, 0 if seed is None else int(seed), p)
+        stale = base / layout
+        if (stale / MANIFEST).is_file() and json.loads((stale / MANIFEST).read_text()).get("generator") != GENERATOR_VERSION:
+            shutil.rmtree(stale)                            # our own cache, made by another generator version
     else:
         base = Path(root).expanduser()
         if (base / MANIFEST).is_file():                     # pointed at the layout folder itself
