@@ -88,6 +88,7 @@ def test_voc_bad_input(voc_root):
     (root / "JPEGImages" / "2008_000002.jpg").unlink()
     with pytest.raises(UserError, match="2008_000002.jpg: image of '2008_000002'"):
         ds.samples("val")
+    (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("2007_000032\n")
     (root / "SegmentationClass" / "2007_000039.png").unlink()
     with pytest.raises(UserError, match="2007_000039.png: mask of"):
         ds.samples("train")
@@ -95,6 +96,9 @@ def test_voc_bad_input(voc_root):
     _palette_png(root / "SegmentationClass" / "2007_000039.png", bad)
     with pytest.raises(UserError, match="2007_000039.png: mask value 21 is outside the 21 classes"):
         ds.samples("train")
+    (root / "JPEGImages" / "2007_000032.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="2007_000032.jpg: unreadable image"):
+        ds.load_image(ds.samples("train_aug")[0])
     with pytest.raises(UserError, match="(?s)no VOC 2012 layout found.*JPEGImages"):
         get_dataset("voc", root=top / "nowhere")
 

@@ -22,11 +22,14 @@ def _digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_same_options_give_identical_bytes(tmp_path):
+def test_same_options_give_identical_bytes(tmp_path, monkeypatch):
     generate(tmp_path / "a", "micro", seed=3)
     generate(tmp_path / "b", "micro", seed=3)
     a, b = _digest(tmp_path / "a"), _digest(tmp_path / "b")
     assert a == b and len(a) > 200
+    monkeypatch.setattr(synthetic, "PARALLEL_MIN_IMAGES", 0)         # two worker processes: same bytes
+    generate(tmp_path / "p", "micro", seed=3)
+    assert _digest(tmp_path / "p") == a
     generate(tmp_path / "c", "micro", seed=4)
     assert _digest(tmp_path / "c") != a
     assert not [p for p in tmp_path.rglob(".*tmp*")]          # no temporary folder left behind

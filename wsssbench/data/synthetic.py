@@ -41,6 +41,7 @@ GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0, "optimize": False}   # 4:4:4 keeps thin stripes intact
 PNG_OPTIONS = {"compress_level": 6, "optimize": False}
+PARALLEL_MIN_IMAGES = 2000   # below this, starting worker processes costs more than it saves
 ID_PREFIX = 9000       # ids "9000_000123": IRN's int-coded ids (9000000123) round-trip, no clash with VOC's years
 
 
@@ -167,7 +168,7 @@ def _run_jobs(job: _Job, items: list[tuple], label: str, progress: bool) -> list
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    workers = min(2, os.cpu_count() or 1) if len(items) >= 2000 else 1
+    workers = min(2, os.cpu_count() or 1) if len(items) >= PARALLEL_MIN_IMAGES else 1
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     results = []
