@@ -6,6 +6,7 @@ import pytest
 
 from wsssbench.data import get_dataset, synthetic
 from wsssbench.data.synthetic import PRESETS, Preset, generate
+from wsssbench.data.voc import VOCSegmentation
 from wsssbench.errors import UserError
 
 MICRO = Preset("micro", num_classes=6, sizes=((48, 48), (40, 56)), size_weights=(0.5, 0.5), objects=(0.6, 0.4),
@@ -48,8 +49,10 @@ def test_reads_back_through_voc_and_cub_readers(tmp_path):
         # image-level labels (IRN cls_labels.npy) are exactly the classes visible in the mask
         assert sample.labels == tuple(int(c) for c in np.unique(mask) if c)
         assert ctx.max() <= 6
-    # the plain VOC reader reads the same folder
-    voc = get_dataset("voc", root=seg.root)
+    # the plain VOC reader reads the same folder (given the classes; with VOC's 20 it refuses the 6-dim labels)
+    voc = VOCSegmentation(seg.root, class_names=seg.class_names)
+    with pytest.raises(UserError, match="cls_labels.npy: labels of 9000000000 have 6 entries, not 20"):
+        get_dataset("voc", root=seg.root)
     assert [s.labels for s in voc.samples("val")][:5] == [s.labels for s in seg.samples("val")][:5]
 
     loc = get_dataset("synthetic-loc", root=tmp_path)            # options from the folder's manifest

@@ -114,7 +114,8 @@ def masks(
         raise UserError(f"dataset {name!r} is a {ds.task} dataset: it has boxes, not masks")
     samples = ds.samples(split)
     written = 0
-    for sample in track(samples, description=f"{name} {split} masks", disable=quiet or as_json, console=Console(stderr=True)):
+    shown = track(samples, description=f"{name} {split} masks", disable=quiet or as_json, console=Console(stderr=True))
+    for sample in shown:
         mask = ds.load_mask(sample)
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L").save(buf, format="PNG")

@@ -58,7 +58,8 @@ class Preset:
     confounding: float                        # default P(context tied to its class)
 
     def describe(self) -> str:
-        parts = [f"{self.num_classes} classes", "×".join(map(str, self.sizes[0][::-1])) + ("…" if len(self.sizes) > 1 else "")]
+        size = "×".join(map(str, self.sizes[0][::-1])) + ("…" if len(self.sizes) > 1 else "")
+        parts = [f"{self.num_classes} classes", size]
         if self.seg:
             parts.append(f"seg train_aug/train/val {self.seg[0]}/{self.seg[1]}/{self.seg[2]}")
         if self.loc:
@@ -161,7 +162,8 @@ class _Job:
             (self.out / "images" / rel).write_bytes(_jpeg(s.image))
             (self.out / "contexts" / rel).with_suffix(".png").write_bytes(_png(s.context))
             labels = [cls]
-        return {"labels": labels, "primaries": s.primaries, "contexts": s.contexts, "box": s.boxes.get(labels[0])}
+        return {"labels": labels, "primaries": s.primaries, "contexts": s.contexts,
+                "box": s.boxes.get(labels[0]) if labels else None}
 
 
 def _run_jobs(job: _Job, items: list[tuple], label: str, progress: bool) -> list[dict]:
@@ -340,37 +342,40 @@ def _check_manifest(folder: Path, preset: str | None, seed: int | None, confound
 
 # ---------------------------------------------------------------------------------------------------- reading
 
-class SyntheticSegmentation(VOCSegmentation):
+class _Generated:
+    """What both synthetic readers add to the VOC / CUB reader: the generation options, in the GT's name."""
+
+    def _set_manifest(self, manifest: dict) -> None:
+        self.manifest = manifest
+        self.preset, self.seed, self.confounding = manifest["preset"], manifest["seed"], manifest["confounding"]
+        self.classes = [ClassSpec(**c) for c in manifest["classes"]]
+
+    def describe_gt(self, split: str) -> str:
+        options = f"synthetic {self.preset} seed {self.seed} confounding {self.confounding:g}"
+        return f"{options}: {super().describe_gt(split)}"
+
+
+class SyntheticSegmentation(_Generated, VOCSegmentation):
     """The VOC-layout benchmark, plus its context maps and generation options."""
 
     name = "synthetic"
 
     def __init__(self, root: Path, manifest: dict):
-        self.manifest = manifest
-        self.preset, self.seed, self.confounding = manifest["preset"], manifest["seed"], manifest["confounding"]
-        self.classes = [ClassSpec(**c) for c in manifest["classes"]]
+        self._set_manifest(manifest)
         super().__init__(root, class_names=("background", *(c.name for c in self.classes)))
-
-    def describe_gt(self, split: str) -> str:
-        return f"synthetic {self.preset} seed {self.seed} confounding {self.confounding:g}: {super().describe_gt(split)}"
 
     def load_context(self, sample: Sample) -> np.ndarray:
         return read_mask(self.root / "ContextMap" / f"{sample.id}.png", self.num_classes)
 
 
-class SyntheticLocalization(CUB):
+class SyntheticLocalization(_Generated, CUB):
     """The CUB-layout twin: one labelled object per image, its box, and the image's context map."""
 
     name = "synthetic-loc"
 
     def __init__(self, root: Path, manifest: dict):
-        self.manifest = manifest
-        self.preset, self.seed, self.confounding = manifest["preset"], manifest["seed"], manifest["confounding"]
-        self.classes = [ClassSpec(**c) for c in manifest["classes"]]
+        self._set_manifest(manifest)
         super().__init__(root)
-
-    def describe_gt(self, split: str) -> str:
-        return f"synthetic {self.preset} seed {self.seed} confounding {self.confounding:g}: {super().describe_gt(split)}"
 
     def load_context(self, sample: Sample) -> np.ndarray:
         # Context values are 1-based foreground classes; CUB-style class_names has no background, hence + 1.
@@ -384,8 +389,8 @@ def _layout_folder(root, preset, seed, confounding, layout: str) -> tuple[Path, 
         p = get_preset(name).confounding if confounding is None else float(confounding)
         base = resolve_root("synthetic", None) / folder_name(name, 0 if seed is None else int(seed), p)
         stale = base / layout
-        if (stale / MANIFEST).is_file() and json.loads((stale / MANIFEST).read_text()).get("generator") != GENERATOR_VERSION:
-            shutil.rmtree(stale)                            # our own cache, made by another generator version
+        if (stale / MANIFEST).is_file() and json.loads((stale / MANIFEST).read_text())["generator"] != GENERATOR_VERSION:
+            shutil.rmtree(stale)                        # our own cache, made by another generator version
     else:
         base = Path(root).expanduser()
         if (base / MANIFEST).is_file():                     # pointed at the layout folder itself
