@@ -138,3 +138,16 @@ def test_interrupted_generation_is_never_complete(tmp_path, monkeypatch):
     (tmp_path / ".seg.tmp-999999999").mkdir()                  # left by a killed process
     generate(tmp_path, "micro")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loc", "seg"]
+
+
+def test_stale_cache_is_regenerated_but_a_user_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSSSBENCH_DATA", str(tmp_path))
+    ds = get_dataset("synthetic", preset="micro")
+    manifest = ds.root / "synthetic.json"
+    manifest.write_text(manifest.read_text().replace(f'"generator": {synthetic.GENERATOR_VERSION}', '"generator": 0'))
+    assert get_dataset("synthetic", preset="micro").manifest["generator"] == synthetic.GENERATOR_VERSION
+    mine = get_dataset("synthetic", root=tmp_path / "mine", preset="micro")
+    manifest = mine.root / "synthetic.json"
+    manifest.write_text(manifest.read_text().replace(f'"generator": {synthetic.GENERATOR_VERSION}', '"generator": 0'))
+    with pytest.raises(UserError, match="made by synthetic generator v0"):
+        get_dataset("synthetic", root=tmp_path / "mine")
