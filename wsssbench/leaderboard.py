@@ -427,7 +427,7 @@ def verify_results(table: Any, records: list[dict]) -> list[Verification]:
         spec = table.row(row)
         if spec.tolerance is None:
             continue
-        matched = [r for r in matched if r["dataset"] in table.datasets]
+        matched = [r for r in matched if table.on_paper_dataset(r["dataset"])]
         for column, metric in table.metrics.items():
             cell = table.cell(row, column)
             values = [r["metrics"][metric] for r in matched if metric in r["metrics"]]

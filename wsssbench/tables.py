@@ -69,6 +69,15 @@ class Table:
                 return spec
         raise UserError(f"table {self.id} has no row {key!r}; rows: {[r.key for r in self.rows]}")
 
+    def on_paper_dataset(self, dataset: str) -> bool:
+        """Whether a run on registered dataset ``dataset`` ("voc") is on this table's dataset ("voc2012").
+
+        >>> Table("t", "p", "", ("voc2012",), (), (), {}).on_paper_dataset("voc")
+        True
+        """
+        name = _alnum(dataset)
+        return bool(name) and any(_alnum(d).startswith(name) for d in self.datasets)
+
     @property
     def grouped(self) -> bool:
         return any(r.group for r in self.rows)
@@ -84,6 +93,10 @@ class Table:
             if hits:
                 out[spec.key] = hits
         return out
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 def _config_get(config: dict, dotted: str) -> Any:
