@@ -87,7 +87,9 @@ def test_altered_superscript_fails(board):
 def test_explained_disagreement_goes_stale_when_the_value_changes(board):
     _alter(board, "conta", "conta:3", "(a) PASCAL VOC 2012 [12]. / SEAM [57]", "val", "64.6")
     report = check(board)
-    assert [f.check for f in report.unexplained] == ["conta3-voc-seam-vs-conta2"]
+    assert {f.check for f in report.unexplained} >= {"conta3-voc-seam-vs-conta2"}
+    if "cpn:5" in TABLES:       # CPN Table 5 re-prints SEAM's 64.5 too
+        assert {f.check for f in report.unexplained} == {"conta3-voc-seam-vs-conta2", "cpn5-seam-vs-conta3"}
     assert len(report.stale) == 1 and "conta3-voc-seam-vs-conta2" in report.stale[0]
 
 
@@ -152,7 +154,7 @@ def test_list():
     result = _invoke("table", "--list", "--format", "md")
     assert result.exit_code == 0
     ids = [line.split("\t")[0] for line in result.output.splitlines()]
-    assert ids[:3] == ["conta:1", "conta:2", "conta:3"] and "A7" in ids
+    assert {"conta:1", "A7", "c2am:1", "cicam:4", "cpn:5"} <= set(ids)
 
 
 def test_unknown_table_and_format():

@@ -12,7 +12,7 @@ import csv
 import io
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,10 @@ def load_tables(root: str | Path | None = None) -> dict[str, Table]:
             raise UserError(f"{meta['_path']}: table {tid} has no cells in reported/*.csv; "
                             "mark it 'numbers: false' if the paper prints none")
         recipe = recipes.get(tid) or {}
-        columns = tuple(dict.fromkeys(c.column for c in table_cells))
+        table_cells = _with_text_columns(meta, table_cells)
+        header = [str(h) for h in meta.get("header") or []]
+        columns = tuple(dict.fromkeys([*header[1:], *(c.column for c in table_cells)]))
+        columns = tuple(c for c in columns if any(cell.column == c for cell in table_cells))
         rows = tuple(_row_spec(key, table_cells, recipe.get("rows", {}), methods)
                      for key in dict.fromkeys(c.row_key for c in table_cells))
         unknown = set(recipe.get("rows", {})) - {r.key for r in rows}
@@ -178,13 +181,34 @@ def load_tables(root: str | Path | None = None) -> dict[str, Table]:
             id=tid, paper=meta["paper"], caption=" ".join(str(meta["caption"]).split()),
             datasets=_as_tuple(meta.get("dataset")), columns=columns, rows=rows,
             cells={(c.row_key, c.column): c for c in table_cells},
-            metrics=dict(recipe.get("metrics", {})), row_header=meta.get("row_header", "Method"),
+            metrics=dict(recipe.get("metrics", {})),
+            row_header=meta.get("row_header") or (header[0] if header else "Method"),
             group_header=meta.get("group_header") or "", numbers=numbers, source=meta.get("source", ""),
             source_lines=_as_tuple(meta.get("source_lines")))
     if by_table:
         raise UserError(f"{reported_dir(root)}: table(s) {sorted(by_table)} have cells but no entry in any "
                         "*_tables.yaml")
     return tables
+
+
+def _with_text_columns(meta: dict, cells: list[Cell]) -> list[Cell]:
+    """Add the printed text columns a ``*_tables.yaml`` describes instead of the CSV: ``text_columns``
+    ({column: {row: text}}) and ``backbone_column`` (the CSV's ``backbone`` field, printed as a column)."""
+    extra = []
+    first_cells = {}
+    for c in cells:
+        first_cells.setdefault(c.row_key, c)
+    if meta.get("backbone_column"):
+        extra += [replace(c, column=meta["backbone_column"], value=c.backbone, unit="", flags=(), delta="", note="")
+                  for c in first_cells.values() if c.backbone]
+    for column, texts in (meta.get("text_columns") or {}).items():
+        for row, text in (texts or {}).items():
+            if row not in first_cells:
+                raise UserError(f"{meta['_path']}: text_columns {column!r} names row {row!r}, which table "
+                                f"{meta['id']} does not have")
+            extra.append(replace(first_cells[row], column=column, value=str(text), unit="", flags=(), delta="",
+                                 note=""))
+    return cells + extra
 
 
 def _row_spec(key: str, cells: list[Cell], recipes: dict, methods: set[str] | None) -> RowSpec:
