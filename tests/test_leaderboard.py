@@ -242,3 +242,44 @@ def test_docstring_examples():
     for module in (wsssbench.leaderboard, wsssbench.tables):
         failed, tried = doctest.testmod(module)
         assert tried and not failed
+
+
+def test_run_calls_the_harness_for_each_runnable_row_and_seed(tmp_path, monkeypatch):
+    """--run against the harness contract (run_method(...) -> RunRecord), with stand-in modules."""
+    import sys
+    import types
+
+    from wsssbench.registry import Registry
+
+    methods = Registry("method")
+    methods.add("seam", object())
+    calls = []
+
+    def run_method(method, *, dataset, overrides, seed, out, device, progress):
+        calls.append((method, dataset, overrides, seed, device))
+        record = _record(method, seed, {"seed_miou": 50.0 + seed}, **overrides)
+        record.write(Path(out) / f"{method}-{seed}.json")
+        return record
+
+    monkeypatch.setitem(sys.modules, "wsssbench.methods_api", types.SimpleNamespace(METHODS=methods))
+    monkeypatch.setitem(sys.modules, "wsssbench.harness", types.SimpleNamespace(run_method=run_method))
+    result = _invoke("table", "conta:1", "--run", "--dataset", "synthetic", "--seeds", "0,1",
+                     "--runs", str(tmp_path), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert calls == [("seam", "synthetic", {}, 0, "cpu"), ("seam", "synthetic", {}, 1, "cpu")]
+    rows = {r["Setting"]: r for r in csv.DictReader(io.StringIO(result.output))}
+    assert rows["Baseline* [57]"]["CAM (ours)"] == "50.5 ± 0.7 (n=2)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seam-0.json", "seam-1.json"]
+
+
+def test_committed_records_are_verified_against_stated_tolerances(board):
+    recipes = (board / "reproduce.yaml").read_text(encoding="utf-8")
+    (board / "reproduce.yaml").write_text(recipes.replace("    Baseline* [57]: {method: seam}\n",
+                                                          "    Baseline* [57]: {method: seam, tolerance: 1.0}\n", 1),
+                                          encoding="utf-8")
+    _record("seam", 0, {"seed_miou": 54.6}, dataset="voc").write(board / "reproduced" / "seam-voc.json")
+    report = check(board)
+    assert report.ok and [v.ok for v in report.verified] == [True]
+    _record("seam", 1, {"seed_miou": 50.0}, dataset="voc").write(board / "reproduced" / "seam-voc-1.json")
+    result = _invoke("leaderboard", "check", "--root", str(board))
+    assert result.exit_code == 1 and "FAILED: conta:1 | Baseline* [57] | CAM" in result.output

@@ -89,7 +89,7 @@ class Table:
             if spec.method is None:
                 continue
             hits = [r for r in records if r.get("method") == spec.method
-                    and all(_config_get(r.get("config", {}), k) == v for k, v in spec.overrides.items())]
+                    and all(_same(_config_get(r.get("config", {}), k), v) for k, v in spec.overrides.items())]
             if hits:
                 out[spec.key] = hits
         return out
@@ -110,6 +110,17 @@ def _config_get(config: dict, dotted: str) -> Any:
 
 
 _MISSING = object()
+
+
+def _same(config_value: Any, override: Any) -> bool:
+    """An override (as written in reproduce.yaml, applied as a ``--set`` string) matches a config value.
+
+    >>> _same(5, "5"), _same(0.2, 0.2), _same(True, "true"), _same(_MISSING, "x")
+    (True, True, True, False)
+    """
+    if config_value is _MISSING:
+        return False
+    return str(config_value).lower() == str(override).lower()
 
 
 # ---------------------------------------------------------------------------------------------

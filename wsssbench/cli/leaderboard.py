@@ -21,7 +21,8 @@ def check_command(
                                         help="A leaderboards/ folder other than the installed one (tests)."),
 ) -> None:
     """Check every reported number against the rules in checks.yaml; exit 1 on any unexplained
-    disagreement, stale entry in disagreements.yaml, or committed run record without provenance."""
+    disagreement, stale entry in disagreements.yaml, committed run record (leaderboards/reproduced/)
+    without provenance, or committed record outside its row's stated tolerance."""
     report = check(root)
     if json_:
         sys.stdout.write(dumps(report.to_dict()) + "\n")
@@ -51,6 +52,8 @@ def _print(report: CheckReport) -> None:
         con.print(f"  [red]STALE[/red] {line}")
     for line in report.records:
         con.print(f"  [red]RECORD[/red] {line}")
+    for v in report.verified:
+        con.print(f"  {'[green]' if v.ok else '[red]'}{v}[/]")
     con.print("[green]ok[/green]" if report.ok else "[red]FAILED[/red]")
 
 

@@ -1,7 +1,6 @@
 """`wsssbench table`: a paper's table as printed, optionally beside what the toolkit reproduces."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -32,10 +31,13 @@ def load_run_records(directory: Path) -> list[dict]:
 
 def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device: str) -> list[dict]:
     """Run every runnable row of ``table`` through the harness, once per seed; the records written."""
-    if importlib.util.find_spec("wsssbench.harness") is None:
+    try:
+        from ..harness import run_method  # type: ignore[import-not-found]
+    except ImportError as err:
+        if err.name != "wsssbench.harness":
+            raise
         raise UserError("--run needs the harness (wsssbench.harness), which is not installed in this "
-                        "checkout; render existing records with --runs DIR instead")
-    from ..harness import run_method  # type: ignore[import-not-found]
+                        "checkout; render existing records with --runs DIR instead") from None
 
     runnable = [r for r in table.rows if r.runnable]
     if not runnable:
@@ -44,7 +46,8 @@ def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device:
     done = []
     for spec in runnable:
         for seed in seeds:
-            record = run_method(spec.method, dataset=dataset, overrides=dict(spec.overrides), seed=seed,
+            overrides = {k: str(v) for k, v in spec.overrides.items()}     # `--set key=value` strings
+            record = run_method(spec.method, dataset=dataset, overrides=overrides, seed=seed,
                                 out=out, device=device, progress=True)
             done.append(record.to_dict() if hasattr(record, "to_dict") else record)
     return done
