@@ -283,3 +283,13 @@ def test_committed_records_are_verified_against_stated_tolerances(board):
     _record("seam", 1, {"seed_miou": 50.0}, dataset="voc").write(board / "reproduced" / "seam-voc-1.json")
     result = _invoke("leaderboard", "check", "--root", str(board))
     assert result.exit_code == 1 and "FAILED: conta:1 | Baseline* [57] | CAM" in result.output
+
+
+def test_records_scored_with_different_protocols_are_not_averaged(tmp_path):
+    a = _record("seam", 0, {"seed_miou": 50.0})
+    b = _record("seam", 1, {"seed_miou": 52.0})
+    b.protocols = {"seed_miou": "seam"}
+    a.write(tmp_path / "a.json")
+    b.write(tmp_path / "b.json")
+    result = _invoke("table", "conta:1", "--runs", str(tmp_path))
+    assert result.exit_code == 2 and "irn, seam" in result.output

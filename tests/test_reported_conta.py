@@ -49,6 +49,20 @@ def test_every_cell_is_printed_on_its_source_line(cell):
 
 
 @needs_papers
+def test_each_lines_numbers_are_transcribed_in_printed_order():
+    """Catches a value put in the wrong column: per source line, the CSV's numbers (in CSV order)
+    are exactly the numbers printed on that line (in printed order)."""
+    by_line: dict[tuple[str, int], list[str]] = {}
+    for cell in CELLS:
+        if cell.number is not None or cell.value == "–":
+            by_line.setdefault((TABLES[cell.table].source, cell.source_line), []).append(cell.value)
+    assert len(by_line) == 14 + 8 + 7 + 5 * 14
+    for (source, line), values in by_line.items():
+        printed = [t for t in re.split(r"[\t ]+", _lines(source)[line - 1]) if re.fullmatch(r"\d+\.\d+|–", t)]
+        assert values == printed, (source, line)
+
+
+@needs_papers
 @pytest.mark.parametrize("table, row, column, value, line, source", [
     ("conta:1", "(Q2) / Round = 3", "Seg. Mask", "66.1", 144, MAIN),
     ("conta:1", "Upperbound [32]", "Seg. Mask", "80.8", 139, MAIN),

@@ -269,6 +269,7 @@ class Reproduced:
 def reproduce(table: Table, records: list[dict]) -> Reproduced:
     values: dict[tuple[str, str], list[float]] = {}
     protocols: dict[str, list[str]] = {}
+    row_protocols: dict[tuple[str, str], set[str]] = {}
     datasets: list[str] = []
     random_init = False
     for key, hits in table.match(records).items():
@@ -280,9 +281,13 @@ def reproduce(table: Table, records: list[dict]) -> Reproduced:
             for metric in table.metrics.values():
                 if metric in rec["metrics"]:
                     values.setdefault((key, metric), []).append(float(rec["metrics"][metric]))
-                    proto = rec["protocols"][metric]
-                    if proto not in protocols.setdefault(metric, []):
-                        protocols[metric].append(proto)
+                    row_protocols.setdefault((key, metric), set()).add(rec["protocols"][metric])
+                    if rec["protocols"][metric] not in protocols.setdefault(metric, []):
+                        protocols[metric].append(rec["protocols"][metric])
+    for (key, metric), names in row_protocols.items():
+        if len(names) > 1:      # a mean over different scoring conventions would be no number at all
+            raise UserError(f"table {table.id} row {key!r}: the records score {metric} with different protocols "
+                            f"({', '.join(sorted(names))}); render one protocol at a time")
     return Reproduced(values, protocols, datasets, random_init)
 
 
