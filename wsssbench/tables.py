@@ -405,7 +405,7 @@ def _render_csv(table, header, body, aligns, notes, reproduced):
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
                   "$": r"\$", "–": "--", "±": r"$\pm$", "Δ": r"$\Delta$", "†": r"$\dagger$", "∗": "*",
-                  "←": r"$\leftarrow$"}
+                  "←": r"$\leftarrow$", "✓": r"$\checkmark$"}
 
 
 def latex_escape(text: str) -> str:
