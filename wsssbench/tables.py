@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import UserError
 from .io import dumps
+from .records import SEG_METRICS, WSOL_METRICS
 from .leaderboard import LEADERBOARD_DIR, Cell, decimals, load_reported, load_yaml, reported_dir
 
 FORMATS = ("rich", "md", "csv", "latex", "json")
@@ -46,6 +47,8 @@ class RowSpec:
 
 @dataclass(frozen=True)
 class Table:
+    """One paper table: printed cells keyed by (row key, column), rows and columns in printed order."""
+
     id: str
     paper: str
     caption: str
@@ -188,6 +191,10 @@ def load_tables(root: str | Path | None = None) -> dict[str, Table]:
         unknown = set(recipe.get("rows", {})) - {r.key for r in rows}
         if unknown:
             raise UserError(f"{recipes_path}: table {tid} has no row(s) {sorted(unknown)}")
+        for column, metric in (recipe.get("metrics") or {}).items():
+            if column not in columns or metric not in SEG_METRICS + WSOL_METRICS:
+                raise UserError(f"{recipes_path}: table {tid} metrics maps {column!r} to {metric!r}; columns: "
+                                f"{list(columns)}, metrics: {list(SEG_METRICS + WSOL_METRICS)}")
         tables[tid] = Table(
             id=tid, paper=meta["paper"], caption=" ".join(str(meta["caption"]).split()),
             datasets=_as_tuple(meta.get("dataset")), columns=columns, rows=rows,
