@@ -86,7 +86,7 @@ class Table:
         return any(r.group for r in self.rows)
 
     def match(self, records: list[dict]) -> dict[str, list[dict]]:
-        """The run records of each runnable row: same method, and the row's overrides in the config."""
+        """The run records of each row with a recipe: same method, and the row's overrides in the config."""
         out = {}
         for spec in self.rows:
             if spec.method is None:
@@ -134,7 +134,9 @@ def _registered_methods() -> set[str] | None:
     """Names in ``wsssbench.methods_api.METHODS``, or None while the harness is not installed."""
     try:
         from .methods_api import METHODS  # type: ignore[import-not-found]
-    except ImportError:
+    except ImportError as err:
+        if err.name != "wsssbench.methods_api":
+            raise
         return None
     return set(METHODS.names())
 
