@@ -21,6 +21,11 @@ import torch
 import torch.nn.functional as F
 
 
+# The papers' settings for VOC-sized images (see CamConfig's comments).
+VOC_LIKE = {"backbone": "resnet50", "cls_output_stride": "16", "cls_rescale": "0.64,1.28",
+            "cam_scales": "1.0,0.5,1.5,2.0"}
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -61,13 +66,14 @@ def harness_classifier(device: str, preset: str, size: int, batch: int, steps: i
     from wsssbench.stages import train_classifier
     ds = get_dataset("synthetic", preset=preset)
     method = METHODS.get("cam")
-    cfg = make_config(method, {"backbone": "resnet50", "cls_output_stride": "16", "cls_size": str(size),
-                               "cls_batch_size": str(batch), "cls_workers": str(workers), "cls_epochs": "1"})
+    cfg = make_config(method, {**VOC_LIKE, "cls_size": str(size), "cls_batch_size": str(batch),
+                               "cls_workers": str(workers), "cls_epochs": "1"})
     ctx = Context(cfg, ds, device, 0)
     model = method.build_classifier(ctx)
     warm = ds.samples("train_aug")[: batch * min(3, steps)]
     samples = ds.samples("train_aug")[: batch * steps]
-    kwargs = dict(epochs=1, batch_size=batch, lr=0.01, weight_decay=1e-4, size=size, workers=workers)
+    kwargs = dict(epochs=1, batch_size=batch, lr=0.01, weight_decay=1e-4, size=size, rescale=cfg.cls_rescale,
+                  workers=workers)
     train_classifier.train(ctx, model, method.train_step, warm, **kwargs)
     sync(device)
     start = time.perf_counter()
@@ -95,8 +101,7 @@ def main() -> None:
         from wsssbench.harness import run_method
         start = time.perf_counter()
         run_method("cam", dataset_options={"preset": args.preset}, device=args.device,
-                   overrides={"backbone": "resnet50", "cls_output_stride": "16", "cls_size": str(args.size),
-                              "seg_size": "321"},
+                   overrides={**VOC_LIKE, "cls_size": str(args.size), "seg_size": "321"},
                    out=Path("runs-bench"))
         out["run_cam_wall_s"] = time.perf_counter() - start
     print(json.dumps(out, indent=2))

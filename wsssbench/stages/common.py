@@ -46,21 +46,41 @@ def label_vector(dataset: Dataset, sample: Sample) -> torch.Tensor:
 
 
 class ImageLabels(torch.utils.data.Dataset):
-    """(image resized to ``size``², multi-hot labels) with a random horizontal flip when ``train``."""
+    """(image, multi-hot labels). Training: IRN's augmentation — random rescale by a factor in
+    ``rescale``, horizontal flip, random crop (zero-padded, i.e. the mean colour) to ``size``²;
+    evaluation: resized to ``size``²."""
 
-    def __init__(self, dataset: Dataset, samples: list[Sample], size: int, train: bool = True):
-        self.dataset, self.samples, self.size, self.train = dataset, samples, size, train
+    def __init__(self, dataset: Dataset, samples: list[Sample], size: int, train: bool = True,
+                 rescale: tuple[float, float] = (1.0, 1.0)):
+        self.dataset, self.samples, self.size, self.train, self.rescale = dataset, samples, size, train, rescale
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
         sample = self.samples[i]
-        x = to_tensor(self.dataset.load_image(sample))
-        x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
-        if self.train and torch.rand(()) < 0.5:
+        x = to_tensor(self.dataset.load_image(sample))[None]
+        if not self.train:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+            return {"image": x, "labels": label_vector(self.dataset, sample), "index": i}
+        lo, hi = self.rescale
+        s = self.size / max(x.shape[-2:]) * (lo + (hi - lo) * float(torch.rand(())))
+        x = F.interpolate(x, size=(max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))),
+                          mode="bilinear", align_corners=False)[0]
+        if torch.rand(()) < 0.5:
             x = x.flip(-1)
-        return {"image": x, "labels": label_vector(self.dataset, sample), "index": i}
+        return {"image": random_crop(x, self.size), "labels": label_vector(self.dataset, sample), "index": i}
+
+
+def random_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A random ``size``² window of (C, H, W) ``x``, zero-padded where ``x`` is smaller (IRN imutils.random_crop)."""
+    h, w = x.shape[-2:]
+    out = x.new_zeros((x.shape[0], size, size))
+    ch, cw = min(size, h), min(size, w)
+    sy, sx = int(torch.randint(h - ch + 1, ())), int(torch.randint(w - cw + 1, ()))    # source window
+    dy, dx = int(torch.randint(size - ch + 1, ())), int(torch.randint(size - cw + 1, ()))  # place in output
+    out[:, dy:dy + ch, dx:dx + cw] = x[:, sy:sy + ch, sx:sx + cw]
+    return out
 
 
 def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:

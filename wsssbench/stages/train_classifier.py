@@ -43,13 +43,14 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list
 
 
 def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, lr: float,
-          weight_decay: float, size: int, workers: int = 0, progress=None) -> list[float]:
+          weight_decay: float, size: int, rescale: tuple[float, float] = (1.0, 1.0), workers: int = 0,
+          progress=None) -> list[float]:
     """SGD (momentum 0.9) with the poly schedule; returns the mean loss per epoch."""
     device = torch.device(ctx.device)
     model.to(device).train()
     if ctx.device == "cuda":
         model.to(memory_format=torch.channels_last)
-    data = ImageLabels(ctx.dataset, samples, size, train=True)
+    data = ImageLabels(ctx.dataset, samples, size, train=True, rescale=rescale)
     gen = torch.Generator().manual_seed(ctx.seed)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
                                          generator=gen, num_workers=workers, pin_memory=ctx.device == "cuda",
@@ -89,7 +90,8 @@ def run(ctx, method, samples, workdir: Path, progress=None) -> torch.nn.Module:
     cfg = ctx.cfg
     model = method.build_classifier(ctx)
     losses = train(ctx, model, method.train_step, samples, epochs=cfg.cls_epochs, batch_size=cfg.cls_batch_size,
-                   lr=cfg.cls_lr, weight_decay=cfg.cls_weight_decay, size=cfg.cls_size, workers=cfg.cls_workers,
+                   lr=cfg.cls_lr, weight_decay=cfg.cls_weight_decay, size=cfg.cls_size, rescale=cfg.cls_rescale,
+                   workers=cfg.cls_workers,
                    progress=progress)
     torch.save(model.state_dict(), workdir / "model.pt")
     write_json(workdir / "log.json", {"epoch_loss": losses, "pretrained": pretrained_source(cfg)})
