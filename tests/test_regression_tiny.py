@@ -28,16 +28,14 @@ def test_tiny_cam_matches_the_committed_record(tmp_path):
     ref = json.loads(REFERENCE.read_text())
     assert not validate(ref)
     rec = run_tiny(tmp_path)
-    assert rec.config == ref["config"], "the cam defaults changed: regenerate the reference (see module docstring)"
+    assert json.loads(json.dumps(rec.config)) == ref["config"], "the cam defaults changed: regenerate the reference (see module docstring)"
     assert set(rec.metrics) == set(ref["metrics"]) == {"seed_miou", "pseudo_miou", "seg_miou"}
     moved = {k: (ref["metrics"][k], rec.metrics[k]) for k in ref["metrics"]
              if abs(rec.metrics[k] - ref["metrics"][k]) > TOLERANCE}
     assert not moved, f"numbers moved by more than {TOLERANCE} points (reference, now): {moved}"
-    # above the all-background floor (11.6 on train): the CAMs and the random walk learn something.
-    # The segmenter (small DeepLab-v2 from scratch, 300 iterations) is not yet above it on tiny.
-    for key in ("seed_miou", "pseudo_miou"):
-        assert rec.metrics[key] > 1.5 * background_floor("train", rec.protocols[key], tmp_path / "floor"), key
-
+    # well above the all-background floor (11.6 mIoU on train and val): every stage learns something
+    for key, split in (("seed_miou", "train"), ("pseudo_miou", "train"), ("seg_miou", "val")):
+        assert rec.metrics[key] > 2 * background_floor(split, rec.protocols[key], tmp_path / "floor"), key
 
 def background_floor(split: str, protocol: str, folder: Path) -> float:
     """mIoU of predicting background everywhere, scored by the evaluation core."""
