@@ -1,0 +1,408 @@
+"""Localization (WSOL) evaluation: MaxBoxAcc, MaxBoxAccV2, PxAP and the CAM paper's Top-k metrics.
+
+A *box protocol* says how a score map becomes boxes: the frame it is evaluated in, its normalisation,
+binarisation and box extraction. Protocols are presets in :data:`BOX_PROTOCOLS`; ``wsolevaluation``
+reproduces clovaai/wsolevaluation@96f4b88 (``evaluation.py``, ``inference.py``) exactly.
+
+Speed: the reference thresholds a uint8 map, so a grid of θ only ever produces the levels
+``int(θ · u8.max())`` (at most 255 distinct masks). Boxes are computed once per distinct mask and the θ
+grid is mapped onto them; hit counts per (θ, δ) are additive state (:class:`BoxAccumulator`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .wsol_inputs import ScoreMaps
+
+#: θ grid of the reference (``np.arange(0, 1, cam_curve_interval)``, ``cam_curve_interval=.001``).
+THETA_GRID = np.arange(0, 1, 0.001)
+#: IoU thresholds δ (percent) of MaxBoxAccV2 (Choe et al. 2020, ``--iou_threshold_list 30 50 70``).
+IOU_THRESHOLDS = (30, 50, 70)
+#: δ of MaxBoxAcc, Top-k localization and GT-known (the CAM paper's IoU ≥ 0.5).
+IOU_MAIN = 50
+
+
+# --------------------------------------------------------------------------------------------- boxes
+def box_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU of every (box, gt) pair with inclusive "+1" pixel areas, as wsolevaluation computes it.
+
+    >>> float(box_iou(np.array([[0, 0, 9, 9]]), np.array([[0, 0, 4, 9]]))[0, 0])
+    0.5
+    """
+    a = np.asarray(boxes, dtype=np.int64)[:, None, :]
+    b = np.asarray(gt, dtype=np.int64)[None, :, :]
+    iw = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+    ih = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    union = area_a + area_b - inter
+    degenerate = union <= 0
+    return np.where(degenerate, 0.0, inter / np.where(degenerate, 1, union))
+
+
+def contour_boxes(rois: Iterable[tuple[np.ndarray, tuple[int, int]]], size: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contour boxes of binary masks as wsolevaluation draws them, for many masks at once.
+
+    Each mask of an (H, W) = ``size`` frame comes as ``(roi, (x, y))``: the crop of the mask around its
+    foreground (zeros outside it) and the crop's corner; the contours are those of the whole mask.
+
+    Every contour of ``findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` counts, hole contours included;
+    a box is ``[x, y, x + w, y + h]`` of the bounding rect with x1/y1 clipped to W−1/H−1; the largest
+    contour is the first of maximal ``contourArea`` (polygon area). A mask without contours gives the
+    single box ``[0, 0, 0, 0]``. Returns ``(boxes (N, 4), starts (L,), largest (L, 4))``: mask i owns
+    ``boxes[starts[i]:starts[i + 1]]``. Bounding rects and polygon areas are computed on the contour
+    points in one vectorised pass (integer shoelace: exact, so the same order as ``contourArea``).
+    """
+    contours, owner, empty = [], [], []
+    i = -1
+    for i, (roi, offset) in enumerate(rois):
+        found = cv2.findContours(roi.view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE,
+                                 offset=offset)[0] if roi.size else ()
+        if len(found) == 0:
+            empty.append(i)
+            found = (np.zeros((1, 1, 2), dtype=np.int32),)      # stands for the box [0, 0, 0, 0]
+        contours.extend(found)
+        owner.extend([i] * len(found))
+    height, width = size
+    num_masks = i + 1
+    lengths = np.array([len(c) for c in contours])
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
+    x, y = pts[:, 0], pts[:, 1]
+    nxt = np.arange(len(pts)) + 1
+    nxt[first + lengths - 1] = first                             # each polygon closes on its first point
+    area2 = np.abs(np.add.reduceat(x * y[nxt] - x[nxt] * y, first))
+    boxes = np.stack([np.minimum.reduceat(x, first), np.minimum.reduceat(y, first),
+                      np.minimum(np.maximum.reduceat(x, first) + 1, width - 1),
+                      np.minimum(np.maximum.reduceat(y, first) + 1, height - 1)], axis=1)
+    owner = np.array(owner)
+    boxes[np.isin(owner, empty)] = 0
+    starts = np.searchsorted(owner, np.arange(num_masks))
+    # first contour of maximal area in each mask: sort by (mask, -area, position)
+    order = np.lexsort((np.arange(len(owner)), -area2, owner))
+    largest = boxes[order[np.searchsorted(owner[order], np.arange(num_masks))]]
+    return boxes, starts, largest
+
+
+def mask_boxes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All contour boxes and the largest contour's box of one binary mask (see :func:`contour_boxes`).
+
+    >>> ring = np.zeros((7, 7), bool); ring[1:6, 1:6] = True; ring[3, 3] = False
+    >>> boxes, largest = mask_boxes(ring)
+    >>> boxes.tolist(), largest.tolist()       # the outer contour, then the hole's
+    ([[1, 1, 6, 6], [2, 2, 5, 5]], [1, 1, 6, 6])
+    """
+    boxes, _, largest = contour_boxes([(np.ascontiguousarray(mask), (0, 0))], mask.shape)
+    return boxes, largest[0]
+
+
+def resize_box(box: Sequence[float], image_wh: tuple[int, int], frame_wh: tuple[int, int]) -> tuple[int, ...]:
+    """A ground-truth box rescaled from the image to the frame, each coordinate truncated by ``int()``.
+
+    Computed as ``v * new / old`` in that order, as the reference's ``resize_bbox`` does.
+    """
+    (w, h), (fw, fh) = (map(float, image_wh)), (map(float, frame_wh))
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return int(x0 * fw / w), int(y0 * fh / h), int(x1 * fw / w), int(y1 * fh / h)
+
+
+# ----------------------------------------------------------------------------------------- protocols
+@dataclass(frozen=True)
+class LevelBoxes:
+    """Boxes of one score map at every θ, computed once per distinct binary mask.
+
+    ``level_of[k]`` is the mask used at θ_k; mask i owns ``boxes[starts[i]:starts[i + 1]]`` (all its
+    contours' boxes, MaxBoxAccV2) and ``largest[i]`` (its largest contour's box: MaxBoxAcc, Top-k).
+    """
+    level_of: np.ndarray            # int (K,)
+    boxes: np.ndarray               # int (N, 4)
+    starts: np.ndarray              # int (L,)
+    largest: np.ndarray             # int (L, 4)
+
+
+@dataclass(frozen=True)
+class BoxProtocol:
+    """How an image's maps become the evaluated score map, and that map boxes.
+
+    ``score_map(maps, (H, W))`` gives the float64 map in an (H, W) frame from the image's
+    :class:`~wsssbench.metrics.wsol_inputs.ScoreMaps` (the true class's plane, all planes, scores: a
+    rule such as NL-CCAM's combinational map may use them all); ``boxes(scoremap, thetas)`` the
+    :class:`LevelBoxes` at every θ. ``frame_size`` is the (H, W) of ``--frame 224``.
+    """
+    name: str
+    source: str
+    score_map: Callable[["ScoreMaps", tuple[int, int]], np.ndarray]
+    boxes: Callable[[np.ndarray, np.ndarray], LevelBoxes]
+    frame_size: tuple[int, int] = (224, 224)
+    thetas: np.ndarray = field(default_factory=lambda: THETA_GRID)
+
+
+BOX_PROTOCOLS: Registry[BoxProtocol] = Registry("box protocol")
+
+
+def wsolevaluation_frame(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``inference.py``: float64, ``cv2.resize`` bicubic to (H, W), then min-max (constant/NaN → 0)."""
+    cam = np.asarray(cam, dtype=np.float64)
+    if cam.shape != size:
+        cam = cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)   # dsize is (W, H)
+    if np.isnan(cam).any() or cam.min() == cam.max():
+        return np.zeros(size, dtype=np.float64)
+    cam = cam - cam.min()
+    cam /= cam.max()
+    return cam
+
+
+def wsolevaluation_boxes(scoremap: np.ndarray, thetas: np.ndarray) -> LevelBoxes:
+    """``evaluation.py``: ``u8 = (s·255).astype(uint8)``; foreground iff ``u8 > int(θ · u8.max())``.
+
+    ``θ · max`` is a float64 product (``np.float64 * np.uint8`` in the reference), truncated.
+    """
+    u8 = (scoremap * 255).astype(np.uint8)
+    levels = np.floor(np.asarray(thetas, dtype=np.float64) * float(u8.max())).astype(np.int64)
+    # Masks are nested, so two levels with the same foreground count have the same mask.
+    at_least = np.cumsum(np.bincount(u8.ravel(), minlength=256)[::-1])[::-1]   # #(u8 >= t)
+    fg_count = np.append(at_least[1:], 0)[levels]                              # #(u8 > level)
+    _, first, level_of = np.unique(fg_count, return_index=True, return_inverse=True)
+    # Crop each mask to its foreground's rows and columns: findContours then scans less.
+    cut = levels[first][:, None]
+    rows, cols = u8.max(axis=1)[None, :] > cut, u8.max(axis=0)[None, :] > cut
+    y0, x0 = rows.argmax(axis=1), cols.argmax(axis=1)
+    y1, x1 = rows.shape[1] - rows[:, ::-1].argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
+    some = rows.any(axis=1)
+    rois = ((cv2.threshold(u8[y0[i]:y1[i], x0[i]:x1[i]], int(cut[i, 0]), 1, cv2.THRESH_BINARY)[1]
+             if some[i] else u8[:0, :0], (int(x0[i]), int(y0[i]))) for i in range(len(first)))
+    boxes, starts, largest = contour_boxes(rois, u8.shape)
+    return LevelBoxes(level_of=level_of.reshape(-1), boxes=boxes, starts=starts, largest=largest)
+
+
+BOX_PROTOCOLS.add("wsolevaluation", BoxProtocol(
+    name="wsolevaluation", source="clovaai/wsolevaluation@96f4b88 evaluation.py, inference.py",
+    score_map=lambda maps, size: wsolevaluation_frame(maps.plane, size), boxes=wsolevaluation_boxes))
+
+
+# -------------------------------------------------------------------------------------- accumulators
+class BoxAccumulator:
+    """Hit counts per (θ, δ): additive state, one :meth:`update` per image, :meth:`merge` across shards.
+
+    ``v2[k, j]``: best IoU over all boxes at θ_k ≥ δ_j; ``v1[k]``: the largest contour's box at θ_k has
+    IoU ≥ 0.5 (MaxBoxAcc and GT-known); ``top1``/``top5``: ``v1`` and the class ranks 1st / in the top 5.
+    """
+
+    def __init__(self, num_thetas: int, iou_thresholds: Sequence[int] = IOU_THRESHOLDS):
+        self.iou_thresholds = tuple(iou_thresholds)
+        self.count = 0
+        self.v2 = np.zeros((num_thetas, len(self.iou_thresholds)), dtype=np.int64)
+        self.v1 = np.zeros(num_thetas, dtype=np.int64)
+        self.top1 = np.zeros(num_thetas, dtype=np.int64)
+        self.top5 = np.zeros(num_thetas, dtype=np.int64)
+        self.top1_cls = 0
+        self.top5_cls = 0
+
+    def update(self, level_boxes: LevelBoxes, gt_boxes: np.ndarray, rank: int | None = None) -> None:
+        """Add one image; ``rank`` is the 0-based rank of its true class among the scores, if known."""
+        gt = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
+        best_v2 = np.maximum.reduceat(box_iou(level_boxes.boxes, gt).max(axis=1), level_boxes.starts)
+        best_v2 = best_v2[level_boxes.level_of]
+        best_v1 = box_iou(level_boxes.largest, gt).max(axis=1)[level_boxes.level_of]
+        delta = np.array(self.iou_thresholds, dtype=np.float64) / 100
+        self.v2 += best_v2[:, None] >= delta[None, :]
+        hit = best_v1 >= IOU_MAIN / 100
+        self.v1 += hit
+        if rank is not None:
+            self.top1 += hit & (rank < 1)
+            self.top5 += hit & (rank < 5)
+            self.top1_cls += rank < 1
+            self.top5_cls += rank < 5
+        self.count += 1
+
+    def merge(self, other: "BoxAccumulator") -> "BoxAccumulator":
+        for name in ("v2", "v1", "top1", "top5"):
+            getattr(self, name).__iadd__(getattr(other, name))
+        self.count += other.count
+        self.top1_cls += other.top1_cls
+        self.top5_cls += other.top5_cls
+        return self
+
+
+class PxAPAccumulator:
+    """Pixel average precision from score histograms (wsolevaluation ``MaskEvaluator``).
+
+    Bins are ``[θ_0, θ_1), …, [θ_{K-1}, 1), [1, 2), [2, 3)``; ground truth 1 = foreground, 0 =
+    background; other values are ignored.
+    """
+
+    def __init__(self, thetas: np.ndarray = THETA_GRID):
+        self.edges = np.append(thetas, [1.0, 2.0, 3.0])
+        self.pos = np.zeros(len(self.edges) - 1, dtype=np.float64)
+        self.neg = np.zeros(len(self.edges) - 1, dtype=np.float64)
+
+    def update(self, scoremap: np.ndarray, gt: np.ndarray) -> None:
+        self.pos += np.histogram(scoremap[gt == 1], bins=self.edges)[0]
+        self.neg += np.histogram(scoremap[gt == 0], bins=self.edges)[0]
+
+    def compute(self) -> float:
+        tp = self.pos[::-1].cumsum()
+        fp = self.neg[::-1].cumsum()
+        fn = self.pos.sum() - tp
+        if not (tp + fn > 0).any() or not (tp + fp > 0).any():
+            return math.nan
+        nonzero = (tp + fp) != 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision, recall = tp / (tp + fp), tp / (tp + fn)
+        return float((precision[1:] * np.diff(recall))[nonzero[1:]].sum() * 100)
+
+
+def summarize(acc: BoxAccumulator, thetas: np.ndarray, *, sweep: bool, fixed: int | None,
+              with_scores: bool) -> dict:
+    """The ``--json`` numbers (percent, unrounded) from the hit counts.
+
+    ``thetas`` are the grid; ``fixed`` the index (in the accumulator) of the fixed-θ column for Top-k,
+    or ``None`` with ``sweep``, where each Top-k metric takes its best θ on the grid.
+    """
+    k = len(thetas)
+    n = max(acc.count, 1)
+    pct = lambda hits: hits * 100.0 / n          # noqa: E731
+    v2 = pct(acc.v2[:k])
+    best_v2 = v2.argmax(axis=0)
+    by_iou = {str(d): float(v2[best_v2[j], j]) for j, d in enumerate(acc.iou_thresholds)}
+    v1 = pct(acc.v1[:k])
+    out: dict = {
+        "maxboxacc": float(v1.max()),
+        "maxboxacc_v2": float(np.mean(list(by_iou.values()))),
+        "maxboxacc_v2_by_iou": by_iou,
+        "best_threshold": {"maxboxacc": float(thetas[v1.argmax()]),
+                           **{f"maxboxacc_v2_{d}": float(thetas[best_v2[j]])
+                              for j, d in enumerate(acc.iou_thresholds)}},
+        "num_images": acc.count,
+    }
+    curves = {"gt_known": v1}
+    if with_scores:
+        curves.update(top1_loc=pct(acc.top1[:k]), top5_loc=pct(acc.top5[:k]))
+    if sweep:
+        for name, curve in curves.items():
+            out[name] = float(curve.max())
+            out["best_threshold"][name] = float(thetas[curve.argmax()])
+        out["threshold_selected_on_gt"] = True
+    else:
+        out["gt_known"] = float(pct(acc.v1[fixed]))
+        if with_scores:
+            out["top1_loc"] = float(pct(acc.top1[fixed]))
+            out["top5_loc"] = float(pct(acc.top5[fixed]))
+    if with_scores:
+        out["top1_cls"] = acc.top1_cls * 100.0 / n
+        out["top5_cls"] = acc.top5_cls * 100.0 / n
+    out["curve"] = {"threshold": thetas.tolist(), "maxboxacc": v1.tolist(),
+                    **{f"maxboxacc_v2_{d}": v2[:, j].tolist() for j, d in enumerate(acc.iou_thresholds)}}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+FRAMES = ("224", "native")
+
+
+def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str = "wsolevaluation",
+                  frame: str = "224", threshold: float = 0.2, sweep: bool = False,
+                  progress: bool = False) -> dict:
+    """Score the maps under ``cams_dir`` against ``dataset``'s boxes; the ``eval wsol --json`` dict.
+
+    ``scores`` is an optional ``image_id,score_0,…`` CSV; otherwise class scores come from the CAM
+    files when they carry them. Top-k keys appear only with scores. ``frame="224"`` evaluates in the
+    protocol's 224×224 frame; ``"native"`` at each map's own resolution.
+    """
+    from rich.progress import Progress
+
+    from .wsol_inputs import (check_box, check_no_extra_maps, class_rank, find_map, read_maps,
+                              read_scores_csv)
+
+    proto = BOX_PROTOCOLS.get(protocol)
+    frame = str(frame)
+    if frame not in FRAMES:
+        raise UserError(f"unknown frame {frame!r}; use one of {', '.join(FRAMES)}")
+    if not sweep and not 0 <= threshold < 1:
+        raise UserError(f"--threshold must be in [0, 1); got {threshold}")
+    cams_dir = Path(cams_dir)
+    if not cams_dir.is_dir():
+        raise UserError(f"{cams_dir}: score-map folder does not exist")
+    score_table = read_scores_csv(Path(scores)) if scores is not None else None
+    samples = dataset.samples(split)
+    gt_where = dataset.describe_gt(split)
+    thetas = proto.thetas if sweep else np.append(proto.thetas, threshold)
+    acc = BoxAccumulator(len(thetas))
+    pxap = PxAPAccumulator(proto.thetas) if samples and all(s.mask is not None for s in samples) else None
+    with_scores: bool | None = None if score_table is None else True
+    used: set[Path] = set()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"wsol {protocol}", total=len(samples))
+        for sample in samples:
+            if len(sample.labels) != 1:
+                raise UserError(f"{gt_where}: image {sample.id!r} has {len(sample.labels)} class labels; "
+                                "localization evaluation needs exactly one")
+            cls = sample.labels[0]
+            path = find_map(cams_dir, sample.id)
+            used.add(path)
+            maps = read_maps(path, cls)
+            file_scores = maps.scores
+            if score_table is not None:
+                if sample.id not in score_table:
+                    raise UserError(f"{scores}: no scores for image {sample.id!r}")
+                rank = class_rank(score_table[sample.id], cls, str(scores))
+            else:
+                if with_scores is None:
+                    with_scores = file_scores is not None
+                if with_scores != (file_scores is not None):
+                    raise UserError(f"{path}: class scores are {'missing' if with_scores else 'present'} here "
+                                    "but not in the other score maps; save them for all images or none")
+                rank = class_rank(file_scores, cls, str(path)) if with_scores else None
+            size = proto.frame_size if frame == "224" else maps.plane.shape
+            scoremap = proto.score_map(maps, size)
+            image_wh = _image_wh(sample)
+            for box in sample.boxes:
+                check_box(box, image_wh, gt_where, sample.id)
+            gt = np.array([resize_box(b, image_wh, (size[1], size[0])) for b in sample.boxes], dtype=np.int64)
+            if gt.size == 0:
+                raise UserError(f"{gt_where}: image {sample.id!r} has no ground-truth box")
+            acc.update(proto.boxes(scoremap, thetas), gt, rank)
+            if pxap is not None:
+                pxap.update(scoremap, _fg_mask(dataset, sample, size))
+            bar.advance(task)
+    check_no_extra_maps(cams_dir, used)
+    out = summarize(acc, proto.thetas, sweep=sweep, fixed=None if sweep else len(thetas) - 1,
+                    with_scores=bool(with_scores))
+    if not sweep:
+        out["threshold"] = float(threshold)
+    if pxap is not None:
+        out["pxap"] = pxap.compute()
+    out["protocol"] = protocol
+    out["frame"] = frame
+    return out
+
+
+def _image_wh(sample) -> tuple[int, int]:
+    if sample.size is not None:
+        return int(sample.size[1]), int(sample.size[0])
+    from PIL import Image
+    try:
+        with Image.open(sample.image) as im:        # reads the header only
+            return im.size
+    except (FileNotFoundError, OSError):
+        raise UserError(f"{sample.image}: image is missing and its size is unknown; the boxes need it "
+                        "(give the images, or --metadata with image_sizes.txt)") from None
+
+
+def _fg_mask(dataset, sample, size: tuple[int, int]) -> np.ndarray:
+    """Ground truth for PxAP in the frame: 1 foreground, 0 background, 255 ignore (nearest resize)."""
+    mask = dataset.load_mask(sample)
+    mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return np.where(mask == 255, 255, (mask != 0).astype(np.uint8))
