@@ -266,3 +266,34 @@ def test_exactly_one_background_rule(tmp_path):
         evaluate_seeds(ds, "train", tmp_path, threshold=0.1, sweep=True)
     with pytest.raises(UserError, match="exactly one"):
         evaluate_seeds(ds, "train", tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_buckets_equal_searchsorted(dtype):
+    from wsssbench.metrics.segmentation import Buckets
+    rng = np.random.default_rng(0)
+    taus = np.sort(np.concatenate([np.arange(100) / 100, [-0.5, -0.0, 3.0]])).astype(dtype)
+    near = np.concatenate([taus, np.nextafter(taus, dtype(np.inf)), np.nextafter(taus, dtype(-np.inf))])
+    scores = np.concatenate([near, rng.normal(0.5, 1, 20000), [-np.inf, np.inf, 0.0, -0.0]]).astype(dtype)
+    taus = taus + dtype(0)
+    assert (Buckets(taus)(scores) == np.searchsorted(taus, scores, side="left")).all()
+
+
+@pytest.mark.gpu
+def test_cuda_confusion_equals_numpy():
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, 21, (2, 375, 500)).astype(np.uint8)
+    gt[rng.random(gt.shape) < 0.05] = 255
+    pred = rng.integers(0, 21, gt.shape).astype(np.uint8)
+    pred[rng.random(gt.shape) < 0.01] = 255
+    a, b = ConfusionMatrix(21), ConfusionMatrix(21)
+    a.update(pred, gt)
+    b.update(torch.from_numpy(pred).cuda(), torch.from_numpy(gt).cuda())
+    assert (a.matrix == b.matrix).all() and (a.void == b.void).all()
+
+
+def test_all_ignore_ground_truth_gives_null_not_nan(tmp_path):
+    mask = np.full((4, 4), 255, np.uint8)
+    save_cams(tmp_path / "x.npz", [0], np.full((1, 4, 4), 0.5, np.float32))
+    res = evaluate_seeds(ArrayDataset({"x": mask}, labels={"x": (1,)}), "train", tmp_path, sweep=True, workers=1)
+    assert res["miou"] is None and all(p["miou"] is None for p in res["curve"])

@@ -104,16 +104,22 @@ def _is_torch(x) -> bool:
 # ---------------------------------------------------------------------------------------------------
 
 def best_class(cams: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel: the winning class label (``keys + 1``; lowest id on ties) and its score, in the CAM dtype.
+    """Per pixel: the winning class label (``keys + 1``) and its score, in the CAM dtype.
 
-    With no planes the label is 0 and the score −inf: the pixel is background at every threshold.
+    Planes are visited in key order and a later plane wins only if strictly greater, so a tie goes to
+    the lowest class id, as ``np.argmax`` does. With no planes the label is 0 and the score −inf: the
+    pixel is background at every threshold.
     """
+    shape = cams.shape[1:]
     if len(keys) == 0:
-        shape = cams.shape[1:]
-        return np.zeros(shape, np.int64), np.full(shape, -np.inf, dtype=cams.dtype)
-    idx = np.argmax(cams, axis=0)
-    score = np.take_along_axis(cams, idx[None], axis=0)[0]
-    return (np.asarray(keys, np.int64) + 1)[idx], score
+        return np.zeros(shape, np.intp), np.full(shape, -np.inf, dtype=cams.dtype)
+    score = cams[0].copy()
+    label = np.full(shape, keys[0] + 1, np.intp)
+    for key, plane in zip(keys[1:], cams[1:]):
+        better = plane > score
+        np.putmask(score, better, plane)
+        np.putmask(label, better, key + 1)
+    return label, score
 
 
 def seeds_from_cams(cams: np.ndarray, keys: np.ndarray, *, threshold: float | None = None,
@@ -142,6 +148,8 @@ def power_threshold(alpha: float, dtype: str = "float32") -> float:
     Found by bisection over the dtype's ordered bit patterns; the predicate's monotonicity is checked
     on 4,096 neighbours either side of the crossing.
     """
+    if alpha <= 0:
+        raise ValueError("alpha must be > 0")
     dt = np.dtype(dtype)
     uint = np.dtype(f"uint{8 * dt.itemsize}")
     one, a = np.asarray(1, dt), np.asarray(alpha, dt)
@@ -151,8 +159,6 @@ def power_threshold(alpha: float, dtype: str = "float32") -> float:
         return m > np.power(one - m, a)
 
     lo, hi = int(np.asarray(0, dt).view(uint)), int(one.view(uint))   # fg(0) is False, fg(1) is True for α > 0
-    if alpha <= 0:
-        raise ValueError("alpha must be > 0")
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if fg(np.array([mid]))[0]:
@@ -184,16 +190,56 @@ class SeedRule:
         return np.argsort(-np.asarray(self.alphas) if self.alphas else np.asarray(self.thresholds), kind="stable")
 
     def taus(self, dtype) -> np.ndarray:
-        """The thresholds, in :attr:`order`, as exact float64 values of the CAM dtype's background plane."""
+        """The thresholds in :attr:`order`, as the CAM dtype's background plane holds them (IRN's ``np.pad``)."""
         dt = np.dtype(dtype)
         if self.alphas:
-            taus = np.array([power_threshold(a, dt.name) for a in self.alphas], dtype=np.float64)
+            taus = np.array([power_threshold(a, dt.name) for a in self.alphas], dtype=np.float64).astype(dt)
         else:
-            taus = np.asarray(self.thresholds, dtype=np.float64).astype(dt).astype(np.float64)
-        taus = taus[self.order]
+            taus = np.asarray(self.thresholds, dtype=np.float64).astype(dt)
+        taus = taus[self.order] + dt.type(0)          # + 0 turns a -0.0 into 0.0
         if np.any(np.diff(taus) < 0):
             raise RuntimeError(f"background thresholds are not monotone in {dt}: {taus.tolist()}")
         return taus
+
+
+def _order_keys(x: np.ndarray) -> np.ndarray:
+    """Unsigned integers that sort as the (non-NaN) floats ``x`` do: IEEE 754 sign-magnitude → offset binary."""
+    bits = 8 * x.dtype.itemsize
+    u = np.ascontiguousarray(x).view(f"uint{bits}")
+    return np.where(u >> (bits - 1) == 1, ~u, u | np.array(1 << (bits - 1), u.dtype))
+
+
+class Buckets:
+    """Exact ``np.searchsorted(taus, m, side="left")`` — how many thresholds lie strictly below each score.
+
+    Compares order-preserving integer keys of the floats, through a lookup table on their top bits
+    (2^16 or 2^20 cells); only scores in a cell that holds a threshold fall back to ``searchsorted``.
+    Several times faster than ``searchsorted`` over 100 thresholds, and exactly equal to it.
+    """
+
+    _SHIFT = {2: 0, 4: 12, 8: 44}
+
+    def __init__(self, taus: np.ndarray):
+        bits = 8 * taus.dtype.itemsize
+        self.keys = _order_keys(taus)
+        self.shift = self._SHIFT[taus.dtype.itemsize]
+        lo = np.arange(1 << (bits - self.shift), dtype=self.keys.dtype) << self.keys.dtype.type(self.shift)
+        first = np.searchsorted(self.keys, lo, side="left")
+        last = np.searchsorted(self.keys, lo | self.keys.dtype.type((1 << self.shift) - 1), side="left")
+        self.lut = np.where(first == last, first, -1).astype(np.int32)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        keys = _order_keys(scores)
+        bucket = self.lut[keys >> keys.dtype.type(self.shift)].astype(np.intp)
+        unsure = bucket < 0
+        if unsure.any():
+            bucket[unsure] = np.searchsorted(self.keys, keys[unsure], side="left")
+        return bucket
+
+
+@lru_cache(maxsize=16)
+def _buckets(rule: "SeedRule", dtype: str) -> Buckets:
+    return Buckets(rule.taus(dtype))
 
 
 @dataclass
@@ -211,20 +257,25 @@ class SeedAccumulator:
     ctx: np.ndarray = field(init=False)
 
     def __post_init__(self):
+        self._row = np.full(256, -1, np.intp)           # uint8 GT value -> histogram row; 255 -> spare row n
+        self._row[:self.num_classes] = np.arange(self.num_classes)
+        self._row[IGNORE] = self.num_classes
         self.hist = np.zeros((self.num_thresholds + 1, self.num_classes, self.num_classes), np.int64)
         self.ctx = np.zeros((self.num_thresholds + 1, self.num_classes), np.int64)
 
-    def update(self, label: np.ndarray, score: np.ndarray, taus: np.ndarray, gt: np.ndarray,
+    def update(self, label: np.ndarray, bucket: np.ndarray, gt: np.ndarray,
                context: np.ndarray | None = None) -> None:
+        """One image: best-class ``label`` and score ``bucket`` per pixel (see :class:`Buckets`), its GT."""
         n, t = self.num_classes, self.num_thresholds
-        keep = gt != IGNORE
-        g = gt[keep].astype(np.int64)
-        b = label[keep]
-        bucket = np.searchsorted(taus, score[keep].astype(np.float64), side="left")
-        self.hist += np.bincount((bucket * n + g) * n + b, minlength=(t + 1) * n * n).reshape(t + 1, n, n)
+        row = self._row[gt]
+        if row.min() < 0:
+            raise ValueError(f"ground truth has values outside the {n} classes (0..{n - 1}, 255 = ignore)")
+        code = (bucket * (n + 1) + row) * n + label
+        counts = np.bincount(code.reshape(-1), minlength=(t + 1) * (n + 1) * n).reshape(t + 1, n + 1, n)
+        self.hist += counts[:, :n]
         if context is not None:
-            hit = (context[keep] == b) & (g != b) & (b > 0)
-            self.ctx += np.bincount(bucket[hit] * n + b[hit], minlength=(t + 1) * n).reshape(t + 1, n)
+            hit = (context == label) & (row != label) & (label > 0) & (gt != IGNORE)
+            self.ctx += np.bincount(bucket[hit] * n + label[hit], minlength=(t + 1) * n).reshape(t + 1, n)
         self.images += 1
 
     def merge(self, other: "SeedAccumulator") -> "SeedAccumulator":
@@ -270,14 +321,15 @@ def evaluate_seeds(dataset: Dataset, split: str, cams_dir, *, threshold: float |
     results = {}
     for proto in protocols:
         curve = [proto.scores(c, np.zeros(dataset.num_classes, np.int64))[0] for c in confs]
-        best = int(np.nanargmax(curve)) if mode in ("sweep", "alpha_sweep") else 0
+        sweeping = mode in ("sweep", "alpha_sweep")
+        best = int(np.nanargmax(curve)) if sweeping and np.isfinite(curve).any() else 0
         res = _scores(dataset, proto, confs[best], np.zeros(dataset.num_classes, np.int64),
                       ctxs[best] if has_ctx else None)
         key = "alpha" if mode.startswith("alpha") else "threshold"
-        if mode in ("sweep", "alpha_sweep"):
+        if sweeping:
             res[f"best_{key}"] = rule.values[best]
             res["best_miou"] = res["miou"]
-            res["curve"] = [{key: v, "miou": m} for v, m in zip(rule.values, curve)]
+            res["curve"] = [{key: v, "miou": _pct(m)} for v, m in zip(rule.values, curve)]
             res["threshold_selected_on_gt"] = True
         else:
             res[key] = rule.values[0]
@@ -313,7 +365,7 @@ def _seed_chunk(dataset: Dataset, items: list[tuple[Sample, Path]], rule: SeedRu
         if rule.alphas and cf.keys.size and (cf.cams.min() < 0 or cf.cams.max() > 1):
             raise UserError(f"{path}: CAM values span [{float(cf.cams.min()):g}, {float(cf.cams.max()):g}]; the "
                             "power background (1 - max CAM)^alpha needs CAMs normalised to [0, 1]")
-        acc.update(label, score, rule.taus(cf.cams.dtype), gt, dataset.load_context(sample))
+        acc.update(label, _buckets(rule, cf.cams.dtype.name)(score), gt, dataset.load_context(sample))
     return acc
 
 
@@ -407,7 +459,7 @@ def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
 
 def _run(fn: Callable, jobs: list[tuple], progress: bool, what: str, workers: int | None) -> Iterable:
     """Yield ``fn(*job)`` for every job, in worker processes when there is enough work (order not kept)."""
-    workers = min(os.cpu_count() or 1, 2) if workers is None else max(1, workers)
+    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     bar = _progress(progress, what, sum(len(j[1]) for j in jobs))
     with bar:
         if workers == 1 or len(jobs) < 2:
