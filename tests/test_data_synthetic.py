@@ -6,6 +6,7 @@ import pytest
 
 from wsssbench.data import get_dataset, synthetic
 from wsssbench.data.synthetic import PRESETS, Preset, generate
+from wsssbench.data.voc import VOCSegmentation
 from wsssbench.errors import UserError
 
 MICRO = Preset("micro", num_classes=6, sizes=((48, 48), (40, 56)), size_weights=(0.5, 0.5), objects=(0.6, 0.4),
@@ -22,11 +23,14 @@ def _digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_same_options_give_identical_bytes(tmp_path):
+def test_same_options_give_identical_bytes(tmp_path, monkeypatch):
     generate(tmp_path / "a", "micro", seed=3)
     generate(tmp_path / "b", "micro", seed=3)
     a, b = _digest(tmp_path / "a"), _digest(tmp_path / "b")
     assert a == b and len(a) > 200
+    monkeypatch.setattr(synthetic, "PARALLEL_MIN_IMAGES", 0)         # two worker processes: same bytes
+    generate(tmp_path / "p", "micro", seed=3)
+    assert _digest(tmp_path / "p") == a
     generate(tmp_path / "c", "micro", seed=4)
     assert _digest(tmp_path / "c") != a
     assert not [p for p in tmp_path.rglob(".*tmp*")]          # no temporary folder left behind
@@ -45,8 +49,10 @@ def test_reads_back_through_voc_and_cub_readers(tmp_path):
         # image-level labels (IRN cls_labels.npy) are exactly the classes visible in the mask
         assert sample.labels == tuple(int(c) for c in np.unique(mask) if c)
         assert ctx.max() <= 6
-    # the plain VOC reader reads the same folder
-    voc = get_dataset("voc", root=seg.root)
+    # the plain VOC reader reads the same folder (given the classes; with VOC's 20 it refuses the 6-dim labels)
+    voc = VOCSegmentation(seg.root, class_names=seg.class_names)
+    with pytest.raises(UserError, match="cls_labels.npy: labels of 9000000000 have 6 entries, not 20"):
+        get_dataset("voc", root=seg.root)
     assert [s.labels for s in voc.samples("val")][:5] == [s.labels for s in seg.samples("val")][:5]
 
     loc = get_dataset("synthetic-loc", root=tmp_path)            # options from the folder's manifest
@@ -112,3 +118,36 @@ def test_default_cache_folder_and_tiny_preset(tmp_path, monkeypatch):
     assert {s: len(ds.samples(s)) for s in ds.split_names()} == {"train": 200, "train_aug": 800, "val": 200}
     assert ds.load_image(ds.samples("val")[0]).shape == (64, 64, 3)
     assert synthetic.PRESETS["tiny"].loc == (600, 300)
+
+
+def test_interrupted_generation_is_never_complete(tmp_path, monkeypatch):
+    calls = []
+    real_call = synthetic._Job.__call__
+
+    def flaky(self, job):
+        calls.append(job)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real_call(self, job)
+
+    monkeypatch.setattr(synthetic._Job, "__call__", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, "micro")
+    assert list(tmp_path.iterdir()) == []                      # no seg/, no temporary folder
+    monkeypatch.setattr(synthetic._Job, "__call__", real_call)
+    (tmp_path / ".seg.tmp-999999999").mkdir()                  # left by a killed process
+    generate(tmp_path, "micro")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loc", "seg"]
+
+
+def test_stale_cache_is_regenerated_but_a_user_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSSSBENCH_DATA", str(tmp_path))
+    ds = get_dataset("synthetic", preset="micro")
+    manifest = ds.root / "synthetic.json"
+    manifest.write_text(manifest.read_text().replace(f'"generator": {synthetic.GENERATOR_VERSION}', '"generator": 0'))
+    assert get_dataset("synthetic", preset="micro").manifest["generator"] == synthetic.GENERATOR_VERSION
+    mine = get_dataset("synthetic", root=tmp_path / "mine", preset="micro")
+    manifest = mine.root / "synthetic.json"
+    manifest.write_text(manifest.read_text().replace(f'"generator": {synthetic.GENERATOR_VERSION}', '"generator": 0'))
+    with pytest.raises(UserError, match="made by synthetic generator v0"):
+        get_dataset("synthetic", root=tmp_path / "mine")

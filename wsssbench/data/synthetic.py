@@ -37,10 +37,11 @@ from .synthetic_scene import ClassSpec, make_classes, render
 from .voc import VOCSegmentation
 
 #: Bumped whenever a change to the generator changes its output; a folder of another version is refused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0, "optimize": False}   # 4:4:4 keeps thin stripes intact
 PNG_OPTIONS = {"compress_level": 6, "optimize": False}
+PARALLEL_MIN_IMAGES = 2000   # below this, starting worker processes costs more than it saves
 ID_PREFIX = 9000       # ids "9000_000123": IRN's int-coded ids (9000000123) round-trip, no clash with VOC's years
 
 
@@ -57,7 +58,8 @@ class Preset:
     confounding: float                        # default P(context tied to its class)
 
     def describe(self) -> str:
-        parts = [f"{self.num_classes} classes", "×".join(map(str, self.sizes[0][::-1])) + ("…" if len(self.sizes) > 1 else "")]
+        size = "×".join(map(str, self.sizes[0][::-1])) + ("…" if len(self.sizes) > 1 else "")
+        parts = [f"{self.num_classes} classes", size]
         if self.seg:
             parts.append(f"seg train_aug/train/val {self.seg[0]}/{self.seg[1]}/{self.seg[2]}")
         if self.loc:
@@ -160,14 +162,15 @@ class _Job:
             (self.out / "images" / rel).write_bytes(_jpeg(s.image))
             (self.out / "contexts" / rel).with_suffix(".png").write_bytes(_png(s.context))
             labels = [cls]
-        return {"labels": labels, "primaries": s.primaries, "contexts": s.contexts, "box": s.boxes.get(labels[0])}
+        return {"labels": labels, "primaries": s.primaries, "contexts": s.contexts,
+                "box": s.boxes.get(labels[0]) if labels else None}
 
 
 def _run_jobs(job: _Job, items: list[tuple], label: str, progress: bool) -> list[dict]:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    workers = min(2, os.cpu_count() or 1) if len(items) >= 2000 else 1
+    workers = min(2, os.cpu_count() or 1) if len(items) >= PARALLEL_MIN_IMAGES else 1
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     results = []
@@ -282,9 +285,8 @@ def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confou
         if final.exists():
             raise UserError(f"{final}: exists but holds no {MANIFEST}; it is not a complete synthetic layout "
                             "— delete it to regenerate")
+        _remove_abandoned(out, layout)
         tmp = out / f".{layout}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         try:
             job = _Job(spec, int(seed), p, layout, tmp)
@@ -298,6 +300,21 @@ def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confou
             if tmp.exists():
                 shutil.rmtree(tmp)
     return out
+
+
+def _remove_abandoned(out: Path, layout: str) -> None:
+    """Delete temporary folders of generations whose process is gone (killed before it could clean up)."""
+    for tmp in out.glob(f".{layout}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            if pid != os.getpid():
+                os.kill(pid, 0)
+                continue                                    # still generating
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_manifest(folder: Path) -> dict:
@@ -325,37 +342,40 @@ def _check_manifest(folder: Path, preset: str | None, seed: int | None, confound
 
 # ---------------------------------------------------------------------------------------------------- reading
 
-class SyntheticSegmentation(VOCSegmentation):
+class _Generated:
+    """What both synthetic readers add to the VOC / CUB reader: the generation options, in the GT's name."""
+
+    def _set_manifest(self, manifest: dict) -> None:
+        self.manifest = manifest
+        self.preset, self.seed, self.confounding = manifest["preset"], manifest["seed"], manifest["confounding"]
+        self.classes = [ClassSpec(**c) for c in manifest["classes"]]
+
+    def describe_gt(self, split: str) -> str:
+        options = f"synthetic {self.preset} seed {self.seed} confounding {self.confounding:g}"
+        return f"{options}: {super().describe_gt(split)}"
+
+
+class SyntheticSegmentation(_Generated, VOCSegmentation):
     """The VOC-layout benchmark, plus its context maps and generation options."""
 
     name = "synthetic"
 
     def __init__(self, root: Path, manifest: dict):
-        self.manifest = manifest
-        self.preset, self.seed, self.confounding = manifest["preset"], manifest["seed"], manifest["confounding"]
-        self.classes = [ClassSpec(**c) for c in manifest["classes"]]
+        self._set_manifest(manifest)
         super().__init__(root, class_names=("background", *(c.name for c in self.classes)))
-
-    def describe_gt(self, split: str) -> str:
-        return f"synthetic {self.preset} seed {self.seed} confounding {self.confounding:g}: {super().describe_gt(split)}"
 
     def load_context(self, sample: Sample) -> np.ndarray:
         return read_mask(self.root / "ContextMap" / f"{sample.id}.png", self.num_classes)
 
 
-class SyntheticLocalization(CUB):
+class SyntheticLocalization(_Generated, CUB):
     """The CUB-layout twin: one labelled object per image, its box, and the image's context map."""
 
     name = "synthetic-loc"
 
     def __init__(self, root: Path, manifest: dict):
-        self.manifest = manifest
-        self.preset, self.seed, self.confounding = manifest["preset"], manifest["seed"], manifest["confounding"]
-        self.classes = [ClassSpec(**c) for c in manifest["classes"]]
+        self._set_manifest(manifest)
         super().__init__(root)
-
-    def describe_gt(self, split: str) -> str:
-        return f"synthetic {self.preset} seed {self.seed} confounding {self.confounding:g}: {super().describe_gt(split)}"
 
     def load_context(self, sample: Sample) -> np.ndarray:
         # Context values are 1-based foreground classes; CUB-style class_names has no background, hence + 1.
@@ -368,6 +388,9 @@ def _layout_folder(root, preset, seed, confounding, layout: str) -> tuple[Path, 
         name = preset or "tiny"
         p = get_preset(name).confounding if confounding is None else float(confounding)
         base = resolve_root("synthetic", None) / folder_name(name, 0 if seed is None else int(seed), p)
+        stale = base / layout
+        if (stale / MANIFEST).is_file() and json.loads((stale / MANIFEST).read_text())["generator"] != GENERATOR_VERSION:
+            shutil.rmtree(stale)                        # our own cache, made by another generator version
     else:
         base = Path(root).expanduser()
         if (base / MANIFEST).is_file():                     # pointed at the layout folder itself

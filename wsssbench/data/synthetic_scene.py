@@ -150,16 +150,18 @@ class _Canvas:
         rng = self.rng
         c1 = _rgb(rng.random(), rng.uniform(0.1, 0.3), rng.uniform(0.35, 0.75))
         c2 = _rgb(rng.random(), rng.uniform(0.1, 0.3), rng.uniform(0.35, 0.75))
-        alpha = cv2.resize(rng.random((3, 3)).astype(np.float32), (self.w, self.h), interpolation=cv2.INTER_LINEAR)
-        return c1 * (1 - alpha[..., None]) + c2 * alpha[..., None]
+        alpha = rng.random((3, 3, 1)).astype(np.float32)
+        # A smooth blend of two dull colours (blending before the linear resize is the same as after).
+        return cv2.resize(c1 * (1 - alpha) + c2 * alpha, (self.w, self.h), interpolation=cv2.INTER_LINEAR)
 
     def paint(self, region: np.ndarray, kind: str, c1: np.ndarray, c2: np.ndarray, centre) -> None:
         ys, xs = np.nonzero(region)
         self.image[ys, xs] = _texture(kind, ys, xs, c1, c2, self.period, centre)
 
     def finish(self) -> np.ndarray:
-        noise = self.rng.normal(0.0, 4.0, self.image.shape).astype(np.float32)
-        return np.clip(np.rint(self.image + noise), 0, 255).astype(np.uint8)
+        image = np.rint(self.image).astype(np.int16)
+        image += self.rng.integers(-6, 7, self.image.shape, dtype=np.int16)     # sensor-like pixel noise
+        return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def _place(rng, h: int, w: int, r: float, taken: list[tuple[float, float, float]]) -> tuple[float, float]:

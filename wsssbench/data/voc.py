@@ -29,10 +29,16 @@ class VOCSegmentation(Dataset):
         # split -> folder of its ground truth; IRN scores seeds on `train` with the original
         # SegmentationClass PNGs, while train_aug's masks come from SBD's SegmentationClassAug.
         self._mask_dirs = mask_dirs or {"train_aug": "SegmentationClassAug"}
-        self._cls_labels = _load_irn_cls_labels(self.root)
+        self._cls_labels = _load_irn_cls_labels(self.root, self.num_classes - 1)
 
     def split_names(self) -> tuple[str, ...]:
         return tuple(sorted(p.stem for p in self._lists.glob("*.txt")))
+
+    def _check_split(self, split: str) -> None:
+        if split == "train_aug" and split not in self.split_names():
+            raise UserError(f"{self._lists / 'train_aug.txt'}: missing; VOC 2012 does not ship it — copy IRN's "
+                            "voc12/train_aug.txt (10,582 ids) there, with SBD's SegmentationClassAug/")
+        super()._check_split(split)
 
     def mask_dir(self, split: str) -> Path:
         return self.root / self._mask_dirs.get(split, "SegmentationClass")
@@ -45,9 +51,14 @@ class VOCSegmentation(Dataset):
         ids = [ln.split()[0] for ln in read_lines(self._lists / f"{split}.txt", f"VOC split list\n{LAYOUT}")]
         mask_dir = self.mask_dir(split)
         has_masks = split != "test" and mask_dir.is_dir()
+        if split != "test" and not has_masks and self._cls_labels is None:
+            raise UserError(f"{mask_dir}: missing, and no cls_labels.npy in {self.root}; the {split} split needs "
+                            f"one of them for its labels\n{LAYOUT}")
         out = []
         for id_ in ids:
             image = self.root / "JPEGImages" / f"{id_}.jpg"
+            if not image.is_file():
+                raise UserError(f"{image}: image of {id_!r} (listed in {split}.txt) is missing")
             mask = mask_dir / f"{id_}.png" if has_masks else None
             if mask is not None and not mask.is_file():
                 raise UserError(f"{mask}: mask of {id_!r} (listed in {split}.txt) is missing")
@@ -64,17 +75,27 @@ class VOCSegmentation(Dataset):
         return tuple(int(c) for c in present if 0 < c < self.num_classes)
 
 
-def _load_irn_cls_labels(root: Path) -> dict[str, tuple[int, ...]] | None:
+def _load_irn_cls_labels(root: Path, num_foreground: int) -> dict[str, tuple[int, ...]] | None:
     """IRN's ``cls_labels.npy``: {int id (2007000032) or str id: 20-dim multi-hot} → 1-based labels."""
     path = root / "cls_labels.npy"
     if not path.is_file():
         return None
-    table = np.load(path, allow_pickle=True).item()
+    try:
+        table = np.load(path, allow_pickle=True).item()
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"{path}: unreadable ({err}); expected IRN's cls_labels.npy (a pickled dict)") from None
+    if not isinstance(table, dict):
+        raise UserError(f"{path}: holds a {type(table).__name__}, not IRN's {{image id: multi-hot}} dict")
     out = {}
     for key, hot in table.items():
+        hot = np.asarray(hot).ravel()
+        if hot.shape != (num_foreground,):
+            raise UserError(f"{path}: labels of {key} have {hot.size} entries, not {num_foreground} "
+                            "(one per foreground class)")
         key = str(key)
+        # IRN codes "2007_000032" as the int 2007000032 (decode_int_filename).
         id_ = f"{key[:4]}_{key[4:]}" if "_" not in key and len(key) == 10 else key
-        out[id_] = tuple(int(i) + 1 for i in np.flatnonzero(np.asarray(hot)))
+        out[id_] = tuple(int(i) + 1 for i in np.flatnonzero(hot))
     return out
 
 

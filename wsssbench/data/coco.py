@@ -1,0 +1,143 @@
+"""MS-COCO 2014 in its official layout, with the CONTA lineage's semantic ground truth (recipe ``recam``).
+
+COCO has no official semantic mask. The recipe pinned here is ReCAM's (``zhaozhengChen/ReCAM@2bdbcd2``,
+``mscoco/annToMask.py`` and ``mscoco/dataloader.py``), which CONTA's COCO numbers share:
+
+* per image, the non-crowd annotations only (crowd pixels stay background 0, never 255), painted in
+  JSON order, a later annotation overwriting an earlier one; every image of the json gets a mask
+  (all zeros when it has no annotation);
+* category ids 1..90 compacted to 1..80 in increasing id order, 0 = background (81 classes, no ignore);
+* image-level labels: the categories of *all* the image's annotations, crowd included;
+* images in increasing image id (torchvision's ``CocoDetection`` order), named by the file stem
+  (``COCO_train2014_000000000009``), as ReCAM names its CAM files.
+
+Another community recipe (crowd included, area-sorted, raw ids) gives different ground truth; numbers
+made on it are not comparable. Masks are decoded on demand with pycocotools (nothing is cached, so a
+changed recipe cannot be read from a stale cache); memory holds the annotations, never the masks.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from . import DATASETS
+from .base import Dataset, Sample, resolve_root
+
+RECIPE = "recam"
+
+LAYOUT = """expected layout (the folder holding):
+  train2014/COCO_train2014_<12-digit id>.jpg
+  val2014/COCO_val2014_<12-digit id>.jpg
+  annotations/instances_train2014.json, annotations/instances_val2014.json"""
+
+SPLITS = {"train": "train2014", "val": "val2014"}
+
+
+class COCOSegmentation(Dataset):
+    name = "coco"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._coco: dict[str, object] = {}
+        self._samples: dict[str, list[Sample]] = {}
+        splits = self.split_names()
+        if not splits:
+            raise UserError(f"{self.root / 'annotations'}: no instances_{{train,val}}2014.json; {LAYOUT}")
+        first = self.api("val" if "val" in splits else splits[0])     # val's json is the smaller one
+        cats = sorted((int(c["id"]), str(c["name"])) for c in first.dataset["categories"])
+        self.category_ids = tuple(c for c, _ in cats)
+        super().__init__(root, ("background", *(name for _, name in cats)))
+        # ReCAM's category_map: the k-th smallest category id -> k (1-based), background 0.
+        self._lut = {cat: k + 1 for k, cat in enumerate(self.category_ids)}
+
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(s for s in SPLITS if self._ann_path(s).is_file())
+
+    def _ann_path(self, split: str) -> Path:
+        return self.root / "annotations" / f"instances_{SPLITS[split]}.json"
+
+    def describe_gt(self, split: str) -> str:
+        return f"{SPLITS.get(split, split)} masks decoded from {self._ann_path(split)} (recipe {RECIPE})"
+
+    def api(self, split: str):
+        """The pycocotools ``COCO`` object of ``split`` (loaded once)."""
+        if split not in SPLITS or not self._ann_path(split).is_file():
+            self._check_split(split)
+        if split not in self._coco:
+            self._coco[split] = _load_api(self._ann_path(split))
+            ids = tuple(sorted(int(c["id"]) for c in self._coco[split].dataset["categories"]))
+            if hasattr(self, "category_ids") and ids != self.category_ids:
+                raise UserError(f"{self._ann_path(split)}: its categories differ from the other split's")
+        return self._coco[split]
+
+    def samples(self, split: str) -> list[Sample]:
+        if split not in self._samples:
+            api = self.api(split)
+            path = self._ann_path(split)
+            out = []
+            for image_id in sorted(api.imgs):           # torchvision CocoDetection's order
+                info = api.imgs[image_id]
+                cats = {a["category_id"] for a in api.imgToAnns.get(image_id, [])}   # crowd included
+                unknown = cats - self._lut.keys()
+                if unknown:
+                    raise UserError(f"{path}: image {image_id} has annotations of category {min(unknown)}, "
+                                    "which `categories` does not list")
+                # `mask` names the file the mask is decoded from (load_mask), so it is never None here.
+                out.append(Sample(id=Path(info["file_name"]).stem, image=self.root / SPLITS[split] / info["file_name"],
+                                  labels=tuple(sorted(self._lut[c] for c in cats)), mask=path,
+                                  size=(int(info["height"]), int(info["width"]))))
+            self._samples[split] = out
+        return self._samples[split]
+
+    def load_mask(self, sample: Sample) -> np.ndarray:
+        """The ``recam`` semantic mask of ``sample``, decoded from its split's instances json."""
+        split = next((s for s in SPLITS if sample.mask == self._ann_path(s)), None)
+        if split is None:
+            raise UserError(f"coco: sample {sample.id!r} does not come from this dataset's annotation files")
+        return recam_mask(self.api(split), int(sample.id.rsplit("_", 1)[1]), self._lut)
+
+
+def _load_api(path: Path):
+    from pycocotools.coco import COCO
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):    # pycocotools prints its progress to stdout
+            api = COCO(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing COCO annotation file; {LAYOUT}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err}); re-download the annotations") from None
+    except (KeyError, TypeError, AssertionError) as err:
+        raise UserError(f"{path}: not a COCO instances file ({err!r})") from None
+    for key in ("categories", "images"):
+        if key not in api.dataset:
+            raise UserError(f"{path}: has no `{key}`; expected a COCO instances file")
+    return api
+
+
+def recam_mask(api, image_id: int, lut: dict[int, int]) -> np.ndarray:
+    """ReCAM's ``annToMask.py`` per image: non-crowd annotations in JSON order, later overwrites earlier."""
+    info = api.imgs[image_id]
+    out = np.zeros((info["height"], info["width"]), np.uint8)
+    for ann in api.imgToAnns.get(image_id, []):      # JSON order, as getAnnIds + loadAnns return them
+        if ann.get("iscrowd", 0):
+            continue
+        out[api.annToMask(ann) == 1] = lut[ann["category_id"]]
+    return out
+
+
+def _find_coco_root(root: Path) -> Path:
+    for cand in (root, root / "coco", root / "COCO", root / "MSCOCO"):
+        if (cand / "annotations").is_dir():
+            return cand
+    raise UserError(f"{root}: no MS-COCO 2014 layout found; {LAYOUT}")
+
+
+@DATASETS.register("coco")
+def coco(root=None) -> COCOSegmentation:
+    return COCOSegmentation(_find_coco_root(resolve_root("coco", root)))
