@@ -11,6 +11,7 @@ torch.set_num_threads(2)
 CASES = [  # name, output_stride, expected channels per block, expected strides per block
     ("resnet50", 16, (64, 256, 512, 1024, 2048), (4, 4, 8, 16, 16)),
     ("resnet50", 8, (64, 256, 512, 1024, 2048), (4, 4, 8, 8, 8)),
+    ("resnet50_irn", 16, (64, 256, 512, 1024, 2048), (4, 4, 8, 16, 16)),
     ("resnet101", 16, (64, 256, 512, 1024, 2048), (4, 4, 8, 16, 16)),
     ("vgg16", 8, (64, 128, 256, 512, 512), (2, 4, 8, 8, 8)),
     ("vgg16", 16, (64, 128, 256, 512, 512), (2, 4, 8, 16, 16)),
@@ -45,8 +46,14 @@ def test_dilation_keeps_weights_and_stride():
     assert b.layer4[1].conv2.dilation == (2, 2) and b.layer3[0].conv2.stride == (2, 2)
 
 
+def test_resnet50_irn_is_undilated():
+    net = build_backbone("resnet50_irn")
+    assert all(b.conv2.dilation == (1, 1) and b.conv2.padding == (1, 1) for b in net.layer4)
+    assert net.layer4[0].conv2.stride == (1, 1) and net.layer4[0].downsample[0].stride == (1, 1)
+
+
 def test_registry_lists_all():
-    assert set(BACKBONES.names()) >= {"small", "resnet50", "resnet101", "vgg16", "resnet38"}
+    assert set(BACKBONES.names()) >= {"small", "resnet50", "resnet50_irn", "resnet101", "vgg16", "resnet38"}
 
 
 def test_bad_output_stride():

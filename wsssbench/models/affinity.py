@@ -11,6 +11,7 @@ IRN's displacement-field branch (instance masks) is not built: semantic pseudo-m
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,14 +43,12 @@ def search_paths(radius: int) -> tuple[tuple[tuple[int, int], ...], ...]:
     return tuple(paths)
 
 
-def _shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
-    """``out[..., y, x] = x[..., y + dy, x + dx]``, ``fill`` outside the map."""
+def _neighbours(x: torch.Tensor, radius: int, fill: float) -> Callable[[int, int], torch.Tensor]:
+    """``at(dy, dx)[..., y, x] == x[..., y + dy, x + dx]`` for ``0 <= dy < radius``, ``|dx| < radius``,
+    ``fill`` outside the map; views of one padded copy (the search directions never point up)."""
     h, w = x.shape[-2:]
-    out = torch.full_like(x, fill)
-    ys, yd = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
-    xs, xd = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
-    out[..., yd, xd] = x[..., ys, xs]
-    return out
+    padded = F.pad(x, (radius, radius, 0, radius), value=fill)
+    return lambda dy, dx: padded[..., dy:dy + h, radius + dx:radius + dx + w]
 
 
 def edge_to_affinity(edge: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,24 +59,29 @@ def edge_to_affinity(edge: torch.Tensor, radius: int) -> tuple[torch.Tensor, tor
     ``valid`` (D, H, W), False where the destination leaves the image (there ``aff`` is 0, as IRN's
     padding with boundary value 1 makes it).
     """
-    paths = search_paths(radius)
-    offsets = sorted({p for path in paths for p in path})
-    index = {p: i for i, p in enumerate(offsets)}
-    shifted = torch.stack([_shift(edge, dy, dx, 1.0) for dy, dx in offsets])  # (P, B, H, W)
-    aff = torch.empty((edge.shape[0], len(paths), *edge.shape[1:]), dtype=edge.dtype, device=edge.device)
-    by_length: dict[int, list[int]] = {}
-    for d, path in enumerate(paths):
-        by_length.setdefault(len(path), []).append(d)
-    for dirs in by_length.values():  # one gather + max per path length
-        idx = torch.tensor([[index[p] for p in paths[d]] for d in dirs], device=edge.device)
-        aff[:, dirs] = (1 - shifted[idx].amax(1)).transpose(0, 1)
     h, w = edge.shape[-2:]
-    ys = torch.arange(h, device=edge.device)[:, None]
-    xs = torch.arange(w, device=edge.device)
-    dst = torch.tensor([path[0] for path in paths], device=edge.device)
-    valid = ((ys + dst[:, 0, None, None] < h) & (xs + dst[:, 1, None, None] >= 0)
-             & (xs + dst[:, 1, None, None] < w))
-    return aff, valid
+    paths = search_paths(radius)
+    padded = F.pad(edge, (radius, radius, 0, radius), value=1.0)  # the map + IRN's boundary-1 frame
+    pw = w + 2 * radius
+    here = torch.arange(h, device=edge.device)[:, None] * pw + torch.arange(w, device=edge.device) + radius
+    at = _neighbours(edge, radius, 1.0)
+    # Find each path's arg-max without autograd, then gather once: the gradient reaches only the
+    # maximal pixel (as IRN's max-pool) and the backward pass is a single scatter.
+    with torch.no_grad():
+        argmax = []
+        for path in paths:
+            peak = at(*path[0]).clone()
+            k_max = torch.zeros(peak.shape, dtype=torch.uint8, device=edge.device)  # paths are short
+            for k, point in enumerate(path[1:], start=1):
+                value = at(*point)
+                k_max.masked_fill_(value > peak, k)
+                torch.maximum(peak, value, out=peak)
+            offsets = torch.tensor([dy * pw + dx for dy, dx in path], device=edge.device)
+            argmax.append(here + offsets[k_max.long()])
+        argmax = torch.stack(argmax, 1)  # (B, D, H, W) indices into the flattened padded map
+    aff = 1 - padded.flatten(-2).gather(-1, argmax.flatten(1)).view(argmax.shape)
+    valid = _neighbours(torch.ones(h, w, dtype=torch.bool, device=edge.device), radius, False)
+    return aff, torch.stack([valid(*path[0]) for path in paths])
 
 
 def affinity_matrix(edge: torch.Tensor, radius: int = 5) -> torch.Tensor:
@@ -104,9 +108,9 @@ def pair_labels(labels: torch.Tensor, radius: int, ignore_index: int = 255):
     """IRN's ``GetAffinityLabelFromIndices``: for each pixel pair, masks (B, D, H, W) of background
     pairs with equal labels, foreground pairs with equal labels, and pairs with different labels;
     pairs touching ``ignore_index`` or leaving the image are in none."""
-    paths = search_paths(radius)
     src = labels.long()
-    dst = torch.stack([_shift(src, *path[0], ignore_index) for path in paths], 1)
+    at = _neighbours(src, radius, ignore_index)
+    dst = torch.stack([at(*path[0]) for path in search_paths(radius)], 1)
     src = src[:, None]
     valid = (src != ignore_index) & (dst != ignore_index)
     equal = valid & (src == dst)

@@ -19,8 +19,7 @@ class CAMClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
-        self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
-        nn.init.normal_(self.classifier.weight, std=0.01)
+        self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)  # IRN: default init
 
     def logits_and_cams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass: ``(B, K)`` logits and ``(B, K, h, w)`` raw CAMs at the backbone's output stride."""

@@ -5,8 +5,9 @@ Output stride 16 dilates layer4 (dilation 2), 8 dilates layer3 and layer4 (2 and
 ``replace_stride_with_dilation`` (the first block of a dilated layer keeps the previous dilation in
 its 3×3 conv). Conventions of the references, for comparison:
 
-- IRN / CONTA / C2AM (``resnet50.py``, strides (2, 2, 2, 1)): output stride 16 with layer4 at stride 1
-  but *not* dilated; here it is dilated (DeepLab's convention). Both start from the same ImageNet weights.
+- IRN / CONTA / C2AM (``net/resnet50.py``, strides (2, 2, 2, 1)): output stride 16 with layer4 at
+  stride 1 but *not* dilated. ``resnet50_irn`` is exactly that; ``resnet50`` at 16 dilates layer4
+  (DeepLab's convention). Both take the same ImageNet weights.
 - DeepLab-v2 (kazuto1011/deeplab-pytorch): Caffe ResNet-101 (stride in the first 1×1 conv, ceil-mode
   max-pool), output stride 8 with layer3/layer4 dilations 2/4; here torchvision's ResNet-101 at 8.
 
@@ -74,6 +75,18 @@ def _resnet(depth: int, pretrained: str | None, output_stride: int) -> ResNetBac
 @BACKBONES.register("resnet50")
 def resnet50(*, pretrained: str | None = None, output_stride: int = 16) -> ResNetBackbone:
     return _resnet(50, pretrained, output_stride)
+
+
+@BACKBONES.register("resnet50_irn")
+def resnet50_irn(*, pretrained: str | None = None, output_stride: int = 16) -> ResNetBackbone:
+    """IRN's ResNet-50: layer4 at stride 1 without dilation (output stride 16 only)."""
+    if output_stride != 16:
+        raise UserError(f"output_stride {output_stride} is not supported by resnet50_irn (IRN's backbone has 16); "
+                        "use resnet50 for 8 or 32")
+    net = _resnet(50, None, 16)
+    for block in net.layer4:
+        block.conv2.dilation, block.conv2.padding = (1, 1), (1, 1)
+    return apply_pretrained(net, "resnet50", pretrained, _URLS["resnet50"])
 
 
 @BACKBONES.register("resnet101")
