@@ -104,3 +104,12 @@ def test_bad_input_is_one_line(squares, tmp_path):
     with pytest.raises(UserError, match="expansion=walk"):
         harness.run_method("cam", overrides={"expansion": "walk"}, out=tmp_path)
     assert not (tmp_path / "cache").exists()
+
+
+def test_split_without_masks_is_refused_before_training(squares, tmp_path, monkeypatch):
+    import dataclasses
+    train = [dataclasses.replace(s, mask=None) for s in squares.samples("train")]
+    monkeypatch.setattr(squares, "samples", lambda split: train if split == "train" else squares._splits[split])
+    with pytest.raises(UserError, match="without ground-truth masks"):
+        harness.run_method("cam", overrides=FAST, out=tmp_path)
+    assert not (tmp_path / "cache").exists()
