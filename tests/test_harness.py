@@ -113,3 +113,13 @@ def test_split_without_masks_is_refused_before_training(squares, tmp_path, monke
     with pytest.raises(UserError, match="without ground-truth masks"):
         harness.run_method("cam", overrides=FAST, out=tmp_path)
     assert not (tmp_path / "cache").exists()
+
+
+def test_wsol_path_on_synthetic_loc(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSSSBENCH_DATA", str(tmp_path / "data"))
+    rec = harness.run_method("cam", dataset="synthetic-loc", dataset_options={"preset": "tiny"},
+                             overrides={"cls_epochs": "1", "cam_scales": "1.0"}, out=tmp_path / "runs")
+    assert set(rec.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"}
+    assert all(0 <= v <= 100 for v in rec.metrics.values())
+    assert rec.metrics["top1_loc"] <= rec.metrics["top1_cls"] and rec.metrics["top5_cls"] >= rec.metrics["top1_cls"]
+    assert not validate(rec.to_dict())
