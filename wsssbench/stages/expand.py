@@ -1,0 +1,187 @@
+"""Stage: expand CAMs into pseudo-masks — the AffinityNet/IRN random walk, or dense CRF on CAMs.
+
+Random walk (IRN step/cam_to_ir_label.py, train_irn.py, make_sem_seg_labels.py): confident labels
+come from dense CRF on the CAMs at ``rw_conf_fg`` / ``rw_conf_bg`` (unsure pixels ignored); IRN's
+boundary net learns class boundaries from them; affinities within ``rw_radius`` are 1 − the max
+boundary on the path; the walk multiplies the stride-4 CAMs by the transition matrix ``T = A^β``
+(column-normalised) raised to ``2^rw_exp_times``; the walked maps are divided by their global max,
+a constant background plane ``rw_bg_threshold`` is put first, argmax.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..cams import load_cams
+from ..io import atomic_path
+from .common import poly_lr, to_tensor
+
+STRIDE = 4      # IRN walks on the stride-4 CAM
+
+
+# ---------------------------------------------------------------- dense CRF (pydensecrf)
+def crf_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, t: int = 10, gt_prob: float = 0.7) -> np.ndarray:
+    """IRN imutils.crf_inference_label: unary from labels (gt_prob 0.7), Gaussian sxy 3 compat 3,
+    bilateral sxy 50 srgb 5 compat 10."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_labels
+    h, w = labels.shape
+    d = dcrf.DenseCRF2D(w, h, n_labels)
+    d.setUnaryEnergy(unary_from_labels(labels, n_labels, gt_prob=gt_prob, zero_unsure=False))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.require(image, np.uint8, ["C", "W"]), compat=10)
+    q = d.inference(t)
+    return np.argmax(np.array(q).reshape(n_labels, h, w), axis=0)
+
+
+def crf_probs(image: np.ndarray, probs: np.ndarray, t: int = 10) -> np.ndarray:
+    """SEAM imutils.crf_inference: unary −log p, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+    n, h, w = probs.shape
+    d = dcrf.DenseCRF2D(w, h, n)
+    d.setUnaryEnergy(unary_from_softmax(np.ascontiguousarray(probs, dtype=np.float32)))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.require(image, np.uint8, ["C", "W"]), compat=10)
+    return np.array(d.inference(t)).reshape(n, h, w)
+
+
+def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, conf_fg: float, conf_bg: float) -> np.ndarray:
+    """IRN cam_to_ir_label: class-index map (0 background, c+1 class c), 255 where unsure."""
+    lut = np.concatenate([[0], keys + 1]).astype(np.uint8)
+
+    def at(threshold):
+        planes = np.concatenate([np.full((1,) + cams.shape[1:], threshold, cams.dtype), cams])
+        return crf_labels(image, np.argmax(planes, 0), planes.shape[0])
+
+    fg, bg = at(conf_fg), at(conf_bg)
+    conf = lut[fg]
+    conf[fg == 0] = 255
+    conf[(fg + bg) == 0] = 0
+    return conf
+
+
+def crf_mask(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, alpha: float) -> np.ndarray:
+    """Dense CRF on CAMs with background (1 − max cam)^α (SEAM infer_SEAM.py ``_crf_with_alpha``)."""
+    bg = np.power(1 - cams.max(0, keepdims=True), alpha) if len(cams) else np.ones((1,) + image.shape[:2])
+    probs = crf_probs(image, np.concatenate([bg, cams]).astype(np.float32))
+    return np.concatenate([[0], keys + 1]).astype(np.uint8)[probs.argmax(0)]
+
+
+# ---------------------------------------------------------------- affinity network and random walk
+def train_affinity(ctx, samples, conf_dir: Path, workdir: Path, progress=None):
+    """Train IRN's boundary net (:class:`wsssbench.models.AffinityNet`) on the confident labels in
+    ``conf_dir`` (IRN step/train_irn.py: affinity loss at radius 10, SGD, poly); save ``affinity.pt``."""
+    from ..models import AffinityNet, build_backbone
+    from .train_classifier import pretrained_source
+    cfg = ctx.cfg
+    pretrained = pretrained_source(cfg)
+    # IRN keeps its ImageNet backbone frozen; a randomly initialised one has nothing worth freezing.
+    net = AffinityNet(build_backbone(cfg.backbone, pretrained=pretrained, output_stride=16),
+                      freeze_backbone=pretrained is not None).to(ctx.device)
+    images, labels = [], []
+    for sample in samples:
+        x = to_tensor(ctx.dataset.load_image(sample))
+        y = torch.from_numpy(np.array(Image.open(conf_dir / f"{sample.id}.png"))).float()
+        images.append(F.interpolate(x[None], size=(cfg.cls_size,) * 2, mode="bilinear", align_corners=False)[0])
+        labels.append(F.interpolate(y[None, None], size=(cfg.cls_size,) * 2, mode="nearest")[0, 0].long())
+    images, labels = torch.stack(images), torch.stack(labels)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    steps_per_epoch = max(1, len(images) // cfg.rw_batch_size)
+    total = cfg.rw_epochs * steps_per_epoch
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.rw_lr, momentum=0.9, weight_decay=1e-4)
+    task = progress.add_task("train affinity", total=total) if progress else None
+    net.train()
+    it = 0
+    for _ in range(cfg.rw_epochs):
+        order = torch.randperm(len(images), generator=gen)
+        for k in range(steps_per_epoch):
+            sel = order[k * cfg.rw_batch_size:(k + 1) * cfg.rw_batch_size]
+            x, y = images[sel], labels[sel]
+            flip = torch.rand(len(sel), generator=gen) < 0.5
+            x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+            for g in opt.param_groups:
+                g["lr"] = poly_lr(cfg.rw_lr, it, total)
+            loss = AffinityNet.loss(net(x.to(ctx.device)), y.to(ctx.device), radius=10)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            if progress:
+                progress.advance(task)
+    net.eval()
+    torch.save(net.state_dict(), workdir / "affinity.pt")
+    return net
+
+
+def transition_matrix(edge: torch.Tensor, radius: int, beta: float, exp_times: int) -> torch.Tensor:
+    """Dense ``T^(2^exp_times)``, ``T = A^β`` column-normalised (IRN indexing.to_transition_matrix)."""
+    from ..models import affinity_matrix
+    trans = affinity_matrix(edge, radius).to_dense().pow(beta)
+    trans = trans / trans.sum(0, keepdim=True)
+    for _ in range(exp_times):
+        trans = trans @ trans
+    return trans
+
+
+@torch.no_grad()
+def random_walk_mask(ctx, net, image: np.ndarray, cams: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """IRN make_sem_seg_labels: walk the stride-4 CAMs (times 1 − boundary), global-max normalise,
+    put the ``rw_bg_threshold`` plane first, argmax."""
+    cfg = ctx.cfg
+    h, w = image.shape[:2]
+    if len(keys) == 0:
+        return np.zeros((h, w), np.uint8)
+    edge = net.edge(to_tensor(image)[None].to(ctx.device))[0]
+    hs, ws = edge.shape
+    small = F.interpolate(torch.from_numpy(cams)[None].to(ctx.device), size=(hs, ws), mode="bilinear",
+                          align_corners=False)[0] * (1 - edge)
+    walked = (small.reshape(len(keys), -1) @ transition_matrix(edge, cfg.rw_radius, cfg.rw_beta, cfg.rw_exp_times))
+    walked = F.interpolate(walked.view(1, len(keys), hs, ws), size=(h, w), mode="bilinear", align_corners=False)[0]
+    walked = walked / walked.max()
+    planes = torch.cat([torch.full((1, h, w), cfg.rw_bg_threshold, device=walked.device), walked])
+    return np.concatenate([[0], keys + 1]).astype(np.uint8)[planes.argmax(0).cpu().numpy()]
+
+
+def save_mask(path: Path, mask: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(mask.astype(np.uint8)).save(tmp, format="PNG")
+
+
+def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None) -> None:
+    """Write ``<id>.png`` pseudo-masks (class indices) for ``samples`` by ``ctx.cfg.expansion``."""
+    cfg = ctx.cfg
+    masks = out_dir / "masks"
+    if cfg.expansion == "rw":
+        conf = out_dir / "confident"
+        train = samples[:cfg.rw_train_images] if cfg.rw_train_images else samples
+        task = progress.add_task("confident labels (CRF)", total=len(train)) if progress else None
+        for sample in train:
+            cam = load_cams(cams_dir / f"{sample.id}.npz")
+            save_mask(conf / f"{sample.id}.png", confident_labels(ctx.dataset.load_image(sample), cam.cams, cam.keys,
+                                                                 cfg.rw_conf_fg, cfg.rw_conf_bg))
+            if progress:
+                progress.advance(task)
+        net = train_affinity(ctx, train, conf, out_dir, progress)
+    task = progress.add_task(f"pseudo-masks ({cfg.expansion})", total=len(samples)) if progress else None
+    for sample in samples:
+        cam = load_cams(cams_dir / f"{sample.id}.npz")
+        image = ctx.dataset.load_image(sample)
+        if cfg.expansion == "rw":
+            mask = random_walk_mask(ctx, net, image, cam.cams, cam.keys)
+        elif cfg.expansion == "crf":
+            mask = crf_mask(image, cam.cams, cam.keys, cfg.crf_alpha)
+        else:   # "none": the seeds themselves (IRN threshold rule)
+            planes = np.concatenate([np.full((1,) + cam.cams.shape[1:], cfg.seed_threshold, cam.cams.dtype), cam.cams])
+            mask = np.concatenate([[0], cam.keys + 1]).astype(np.uint8)[planes.argmax(0)]
+        save_mask(masks / f"{sample.id}.png", mask)
+        if progress:
+            progress.advance(task)
+
+
+EXPANSIONS = ("rw", "crf", "none")
