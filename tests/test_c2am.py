@@ -1,0 +1,150 @@
+"""C2AM's pure parts on hand-made tensors: Global CAM, front-door score, CAM+Constant, figures."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsssbench.methods import c2am
+
+torch.set_num_threads(1)
+
+
+def _loop_global_cam(cams, labels, size):
+    """Independent computation: per image, per labelled class, resize, max-normalise, average."""
+    b, c = labels.shape
+    total = np.zeros((c, *size))
+    count = np.zeros(c)
+    for i in range(b):
+        for z in range(c):
+            if labels[i, z]:
+                m = F.interpolate(cams[i : i + 1, z : z + 1].clamp(min=0), size, mode="bilinear",
+                                  align_corners=False)[0, 0].numpy().astype(np.float64)
+                total[z] += m / (m.max() + 1e-5)
+                count[z] += 1
+    return np.stack([total[z] / count[z] if count[z] else total[z] for z in range(c)])
+
+
+def test_global_cam_hand_computed_mean():
+    # class 0 in images 0 and 1, class 1 in image 1 only, class 2 in none.
+    cams = torch.zeros(2, 3, 2, 2)
+    cams[0, 0] = torch.tensor([[4.0, 0.0], [0.0, 2.0]])     # normalised: [[1, 0], [0, .5]]
+    cams[1, 0] = torch.tensor([[0.0, 1.0], [-3.0, 0.0]])    # ReLU then normalised: [[0, 1], [0, 0]]
+    cams[1, 1] = torch.tensor([[2.0, 2.0], [2.0, 2.0]])     # all ones
+    cams[0, 1] = torch.tensor([[9.0, 9.0], [9.0, 9.0]])     # not labelled: ignored
+    labels = torch.tensor([[1, 0, 0], [1, 1, 0]])
+    g = c2am.GlobalCAM(3, size=(2, 2))
+    g.update(cams, labels)
+    d = 1 + 1e-5 / 1  # the +1e-5 in the normaliser, relative to a max of 1 after scaling
+    want0 = np.array([[4 / 4.00001 + 0, 1 / 1.00001], [0, 2 / 4.00001]]) / 2
+    np.testing.assert_allclose(g.compute()[0].numpy(), want0, rtol=1e-6)
+    np.testing.assert_allclose(g.compute()[1].numpy(), np.full((2, 2), 2 / 2.00001), rtol=1e-6)
+    assert g.compute()[2].abs().sum() == 0
+    assert g.count.tolist() == [2, 1, 0]
+    assert d > 1
+
+
+def test_global_cam_matches_loop_with_resize_and_streaming():
+    gen = torch.Generator().manual_seed(0)
+    cams = torch.randn(7, 4, 9, 13, generator=gen) * 3
+    labels = torch.rand(7, 4, generator=gen) > 0.5
+    labels[0] = True
+    want = _loop_global_cam(cams, labels, (5, 6))
+    whole = c2am.GlobalCAM(4, size=(5, 6))
+    whole.update(cams, labels)
+    np.testing.assert_allclose(whole.compute().numpy(), want, rtol=1e-5, atol=1e-6)
+    # streaming in batches, and two shards merged, give the same state
+    a, b = c2am.GlobalCAM(4, size=(5, 6)), c2am.GlobalCAM(4, size=(5, 6))
+    a.update(cams[:3], labels[:3])
+    b.update(cams[3:5], labels[3:5])
+    b.update(cams[5:], labels[5:])
+    merged = a.merge(b)
+    assert torch.equal(merged.count, whole.count)
+    np.testing.assert_allclose(merged.compute().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_update_keys_equals_dense_update():
+    gen = torch.Generator().manual_seed(1)
+    maps = torch.rand(2, 6, 6, generator=gen)
+    dense = torch.zeros(1, 5, 6, 6)
+    dense[0, 1], dense[0, 4] = maps[0], maps[1]
+    labels = torch.tensor([[0, 1, 0, 0, 1]])
+    a, b = c2am.GlobalCAM(5, size=(4, 4)), c2am.GlobalCAM(5, size=(4, 4))
+    a.update(dense, labels)
+    b.update_keys(maps, [1, 4])
+    assert torch.equal(a.count, b.count)
+    torch.testing.assert_close(a.compute(), b.compute())
+
+
+def test_global_cam_scale_invariant_per_map():
+    # max-normalisation: scaling one image's CAM by a positive factor changes nothing
+    gen = torch.Generator().manual_seed(2)
+    cams = torch.rand(3, 2, 8, 8, generator=gen)
+    labels = torch.ones(3, 2, dtype=torch.bool)
+    a, b = c2am.GlobalCAM(2, size=(8, 8)), c2am.GlobalCAM(2, size=(8, 8))
+    a.update(cams, labels)
+    b.update(cams * torch.tensor([10.0, 0.5, 3.0])[:, None, None, None], labels)
+    torch.testing.assert_close(a.compute(), b.compute(), rtol=1e-4, atol=1e-5)
+
+
+def test_front_door_logits_equal_paper_line_and_loop():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    gcam = torch.rand(3, 7, 5, generator=gen, dtype=torch.float64)
+    paper = torch.mean(logits.unsqueeze(2).unsqueeze(2) * gcam, dim=(2, 3))  # App. B's line
+    loop = torch.tensor([[sum(logits[b, z].item() * gcam[z, i, j].item()
+                              for i in range(7) for j in range(5)) / 35
+                          for z in range(3)] for b in range(4)], dtype=torch.float64)
+    got = c2am.front_door_logits(logits, gcam)
+    torch.testing.assert_close(got, paper)
+    torch.testing.assert_close(got, loop)
+    torch.testing.assert_close(c2am.class_constants(gcam), gcam.mean(dim=(1, 2)))
+
+
+def test_front_door_gradient_is_scaled_by_mz():
+    # Eq. 7/8: d loss / d logit = M_z (sigma(M_z s) - z) / Z
+    logits = torch.tensor([[2.0, -1.0, 0.5]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, 1.0]])
+    gcam = torch.stack([torch.full((4, 4), v) for v in (0.1, 0.2, 0.05)])
+    c2am.bce_loss(c2am.front_door_logits(logits, gcam), labels).backward()
+    m = torch.tensor([0.1, 0.2, 0.05])
+    want = m * (torch.sigmoid(m * logits.detach()) - labels) / 3
+    torch.testing.assert_close(logits.grad, want)
+
+
+@pytest.mark.parametrize("value", [1.0, 0.2])
+def test_constant_global_cam_is_cam_constant(value):
+    # A Global CAM equal to c everywhere makes C2AM's score exactly CAM+Constant with constant c;
+    # c = 1 is plain CAM.
+    logits = torch.randn(5, 4)
+    gcam = torch.full((4, 3, 3), value)
+    torch.testing.assert_close(c2am.front_door_logits(logits, gcam), c2am.constant_logits(logits, value))
+    if value == 1.0:
+        torch.testing.assert_close(c2am.front_door_logits(logits, gcam), logits)
+
+
+def test_bce_loss_is_eq4():
+    s = torch.tensor([[0.3, -2.0]])
+    z = torch.tensor([[1.0, 0.0]])
+    want = -(torch.log(torch.sigmoid(s[0, 0])) + torch.log(1 - torch.sigmoid(s[0, 1]))) / 2
+    torch.testing.assert_close(c2am.bce_loss(s, z), want)
+
+
+def test_hparams_are_the_papers_tables():
+    hp = c2am.load_hparams()
+    assert hp["classifier"]["lr"] == 0.0005 and hp["classifier"]["epochs"] == 4
+    assert hp["classifier"]["batch_size"] == 16 and hp["classifier"]["crop_size"] == 512
+    assert hp["classifier"]["weight_decay"] == 0.0001
+    assert hp["random_walk"]["sem_seg_bg_thres"] == 0.21 and hp["random_walk"]["conf_fg_thres"] == 0.38
+    assert hp["deeplab"]["iterations"] == 30000 and hp["constant"]["value"] == 0.2
+    for section in hp.values():
+        assert "source" in section
+
+
+def test_figures_are_pngs(tmp_path):
+    gcam = torch.rand(3, 8, 8)
+    names = ["a", "b", "c"]
+    p1 = c2am.plot_global_cams(gcam, names, tmp_path / "global_cam.png")
+    p2 = c2am.plot_constants(c2am.class_constants(gcam), names, tmp_path / "m_z.png")
+    for p in (p1, p2):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
