@@ -13,14 +13,17 @@ The hyperparameters the paper prints (its Tables 2-4) are data in ``c2am_hparams
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
 
-from wsssbench.io import atomic_path
+from wsssbench.io import atomic_path, write_json
+from wsssbench.methods_api import METHODS, CamConfig, ClassifierStage, Method
 
 HPARAMS_PATH = Path(__file__).with_name("c2am_hparams.yaml")
 NORM_EPS = 1e-5  # CAM_z / (max CAM_z + 1e-5): IRN's and c2am's make_cam.py / make_square_cam.py
@@ -29,6 +32,39 @@ NORM_EPS = 1e-5  # CAM_z / (max CAM_z + 1e-5): IRN's and c2am's make_cam.py / ma
 def load_hparams(path: Path = HPARAMS_PATH) -> dict:
     """The paper's Tables 2-4 (and the Global CAM / constant settings) as a dict of sections."""
     return yaml.safe_load(Path(path).read_text())
+
+
+_HP = load_hparams()
+_CLS, _RW = _HP["classifier"], _HP["random_walk"]
+
+
+@dataclass
+class ContinuedConfig(CamConfig):
+    """CAM's config plus the continued training of the base classifier (C2AM Table 2; App. D).
+
+    The ``c2am_`` fields join only the continued stage's cache key, so ``cam``, ``cam_constant``
+    and ``c2am`` share one base classifier. Table 3's thresholds replace IRN's for the random walk.
+    """
+
+    c2am_lr: float = _CLS["lr"]                      # Table 2: 0.0005 (head 10x, poly 0.9, as the base stage)
+    c2am_epochs: int = _CLS["epochs"]                # Table 2: 4
+    c2am_batch_size: int = _CLS["batch_size"]        # Table 2: 16
+    c2am_size: int | None = None                     # Table 2 crop 512 = IRN's base crop; None: the base cls_size
+    c2am_weight_decay: float = _CLS["weight_decay"]  # Table 2: 1e-4
+    rw_conf_fg: float = _RW["conf_fg_thres"]         # Table 3: 0.38 (code 0.375)
+    rw_conf_bg: float = _RW["conf_bg_thres"]         # Table 3: 0.10
+    rw_bg_threshold: float = _RW["sem_seg_bg_thres"]  # Table 3: 0.21 (code 0.20)
+
+
+@dataclass
+class C2AMConfig(ContinuedConfig):
+    c2am_gcam_size: int = _HP["global_cam"]["size"]  # code cam_square_shape 128 (the paper names none)
+    c2am_gcam_scales: tuple[float, ...] = tuple(_HP["global_cam"]["scales"])  # code cam_scales (six)
+
+
+@dataclass
+class CamConstantConfig(ContinuedConfig):
+    c2am_constant: float = _HP["constant"]["value"]  # Table 1 caption: logits x 0.2
 
 
 class GlobalCAM:
@@ -159,3 +195,85 @@ def _save(fig, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     _pyplot().close(fig)
     return path
+
+
+# --- the adapters -------------------------------------------------------------------------------
+
+
+def _train_samples(ctx) -> list:
+    from wsssbench.stages.train_classifier import train_samples
+    return train_samples(ctx)
+
+
+def _fg_class_names(dataset) -> list[str]:
+    names = list(dataset.class_names)
+    return names[1:] if dataset.has_background else names
+
+
+def compute_global_cam(ctx, model, samples, size: int, scales: Sequence[float]) -> GlobalCAM:
+    """The Global CAM of ``model`` over ``samples``: multi-scale + flip CAMs of each image's labelled
+    classes (the harness's CAM inference, as c2am's ``make_square_cam.py``), squashed to size²."""
+    from wsssbench.stages.common import fg_index
+    from wsssbench.stages.infer_cams import multiscale_cams
+
+    acc = GlobalCAM(ctx.num_fg, (size, size))
+    model.to(ctx.device).eval()
+    for sample in samples:
+        cams, _ = multiscale_cams(model, ctx.dataset.load_image(sample), scales, True, ctx.device)
+        keys = sorted({fg_index(ctx.dataset, c) for c in sample.labels})
+        if keys:
+            acc.update_keys(cams[keys].cpu(), keys)
+    return acc
+
+
+def _continue_training(ctx, model, workdir: Path, adjust: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Continue training the base classifier with BCE on ``adjust(logits)`` (Table 2 settings)."""
+    from wsssbench.stages.train_classifier import train
+
+    cfg = ctx.cfg
+    size = cfg.c2am_size or cfg.cls_size
+
+    def step(ctx, model, batch):
+        return bce_loss(adjust(model(batch["image"]).float()), batch["labels"])
+
+    losses = train(ctx, model, step, _train_samples(ctx), epochs=cfg.c2am_epochs, batch_size=cfg.c2am_batch_size,
+                   lr=cfg.c2am_lr, weight_decay=cfg.c2am_weight_decay, size=size, workers=cfg.cls_workers)
+    write_json(workdir / "continued_training.json", {"epoch_loss": losses, "size": size})
+
+
+def run_c2am(ctx, model, workdir: Path) -> None:
+    """C2AM's stage: Global CAM of the base classifier (artifact + Figs. 7, 10), then Eq. 3 training."""
+    cfg = ctx.cfg
+    acc = compute_global_cam(ctx, model, _train_samples(ctx), cfg.c2am_gcam_size, cfg.c2am_gcam_scales)
+    global_cam = acc.compute()
+    constants = class_constants(global_cam)
+    names = _fg_class_names(ctx.dataset)
+    with atomic_path(workdir / "global_cam.npz") as tmp:
+        np.savez_compressed(tmp, global_cam=global_cam.numpy(), count=acc.count.numpy(),
+                            constants=constants.numpy(), class_names=np.array(names))
+    plot_global_cams(global_cam, names, workdir / "global_cam.png")
+    plot_constants(constants, names, workdir / "constants.png")
+    gcam = global_cam.to(ctx.device)
+    _continue_training(ctx, model, workdir, lambda logits: front_door_logits(logits, gcam))
+
+
+def run_cam_constant(ctx, model, workdir: Path) -> None:
+    """CAM+Constant's stage: continue training with the logits times ``c2am_constant``."""
+    c = ctx.cfg.c2am_constant
+    _continue_training(ctx, model, workdir, lambda logits: constant_logits(logits, c))
+
+
+METHODS.add("c2am", Method(
+    name="c2am",
+    config=C2AMConfig,
+    summary="Causal CAM: continue training the CAM classifier with logits x Global CAM, mean-pooled "
+            "(front-door adjustment; Wang 2022)",
+    classifier_stages=(ClassifierStage("c2am", "c2am_", run_c2am),),
+))
+
+METHODS.add("cam_constant", Method(
+    name="cam_constant",
+    config=CamConstantConfig,
+    summary="CAM+Constant (C2AM Table 1): continue training the CAM classifier with logits x 0.2",
+    classifier_stages=(ClassifierStage("cam_constant", "c2am_", run_cam_constant),),
+))
