@@ -148,3 +148,20 @@ def test_figures_are_pngs(tmp_path):
     p2 = c2am.plot_constants(c2am.class_constants(gcam), names, tmp_path / "m_z.png")
     for p in (p1, p2):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(c2am).failed == 0
+
+
+def test_adapters_registered_with_paper_defaults():
+    from wsssbench.methods_api import METHODS, make_config
+
+    cfg = make_config(METHODS.get("c2am"))
+    assert (cfg.c2am_lr, cfg.c2am_epochs, cfg.c2am_batch_size, cfg.c2am_weight_decay) == (0.0005, 4, 16, 1e-4)
+    assert (cfg.rw_conf_fg, cfg.rw_conf_bg, cfg.rw_bg_threshold) == (0.38, 0.10, 0.21)
+    const = make_config(METHODS.get("cam_constant"), {"c2am_constant": "0.5"})
+    assert const.c2am_constant == 0.5
+    assert [s.prefix for s in METHODS.get("c2am").classifier_stages] == ["c2am_"]
