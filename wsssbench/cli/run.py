@@ -1,1 +1,108 @@
-"""Commands of `wsssbench run` (not built yet)."""
+"""`wsssbench run METHOD`: a method through every stage, a summary table, run records."""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import UserError
+from .app import app
+
+SYNTHETIC = ("synthetic", "synthetic-loc")
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}``; anything without ``=`` is a UserError."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value (e.g. --set seed_threshold=0.2)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r}: give one or more distinct integers, e.g. 0,1,2")
+    return seeds
+
+
+def summarise(records) -> dict:
+    """The ``--json`` object: metrics (the mean over seeds), and with several seeds ``mean``/``std``."""
+    metrics = list(records[0].metrics)
+    per_seed = {k: [r.metrics[k] for r in records] for k in metrics}
+    out = {"method": records[0].method, "dataset": records[0].dataset, "dataset_preset": records[0].dataset_preset}
+    out.update({k: statistics.fmean(v) for k, v in per_seed.items()})
+    out.update(protocols=records[0].protocols, pretrained=records[0].pretrained, config=records[0].config,
+               seeds=[r.seed for r in records], device=records[0].device,
+               timings={str(r.seed): r.timings for r in records},
+               artifacts={str(r.seed): r.artifacts for r in records},
+               records=[r.artifacts["record"] for r in records])
+    if len(records) > 1:
+        out["mean"] = {k: statistics.fmean(v) for k, v in per_seed.items()}
+        out["std"] = {k: statistics.stdev(v) for k, v in per_seed.items()}
+        out["per_seed"] = per_seed
+    return out
+
+
+@app.command("run")
+def run_cmd(
+    method: str = typer.Argument(..., help="Registered method name (cam, c2am, ...)."),
+    dataset: str = typer.Option("synthetic", "--dataset", help="Registered dataset name (synthetic, voc, synthetic-loc, cub, ...)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (default: the dataset's standard location)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Synthetic preset (tiny, voc-shape, cub-shape); default tiny."),
+    sets: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. --set seed_threshold=0.2."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local pretrained backbone weights (same as --set weights=PATH)."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated run seeds; several give mean and std."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda: bf16 autocast, channels_last)."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder for the stage cache, run records and figures."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+) -> None:
+    """Run METHOD through every stage (classifier, CAMs, seeds, pseudo-masks, segmentation or WSOL)."""
+    from ..harness import run_method
+    from ..io import dumps
+    overrides = parse_sets(sets)
+    if weights is not None:
+        if not weights.is_file():
+            raise UserError(f"--weights {weights}: no such file")
+        overrides["weights"] = str(weights)
+    options = {}
+    if dataset in SYNTHETIC:
+        options["preset"] = preset or "tiny"
+    elif preset is not None:
+        raise UserError(f"--preset applies to the synthetic datasets only, not {dataset!r}")
+    records = [run_method(method, dataset=dataset, dataset_options=options, root=root, overrides=overrides,
+                          seed=s, out=out, device=device, progress=not json_out) for s in parse_seeds(seeds)]
+    summary = summarise(records)
+    if json_out:
+        typer.echo(dumps(summary))
+        return
+    print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    title = f"{summary['method']} on {summary['dataset']}" + (f" ({summary['dataset_preset']})" if summary["dataset_preset"] else "")
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    table.add_column("protocol")
+    for key, protocol in summary["protocols"].items():
+        value = f"{summary[key]:.2f}"
+        if "std" in summary:
+            value += f" ± {summary['std'][key]:.2f}"
+        table.add_row(key, value, protocol)
+    console.print(table)
+    console.print(f"seeds {', '.join(map(str, summary['seeds']))}; records: {', '.join(summary['records'])}")
+    if summary["pretrained"] is None:
+        console.print("[yellow]note: random initialisation (no pretrained weights) — not comparable to the "
+                      "papers' numbers; pass --weights PATH[/]")

@@ -1,0 +1,60 @@
+"""The per-run figure: for a few images, the image, its CAMs, seeds, pseudo-mask and ground truth."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .cams import load_cams
+from .io import atomic_path
+
+
+def palette(n: int = 256) -> np.ndarray:
+    """VOC's colour map (bit-interleaved), so class colours match the usual pictures; 255 is white."""
+    cmap = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    cmap[255] = 255
+    return cmap
+
+
+def run_figure(dataset, inputs: dict, path: Path) -> Path:
+    """Write the grid: rows = images; columns = image, CAM (max over classes), seeds, pseudo-mask, GT."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    samples, pal = inputs["samples"], palette()
+    cols = ("image", "CAM (max)", f"seeds (t={inputs['threshold']})", "pseudo-mask", "ground truth")
+    fig, axes = plt.subplots(len(samples), len(cols), figsize=(2 * len(cols), 2 * len(samples)), squeeze=False)
+    for row, sample in zip(axes, samples):
+        image = dataset.load_image(sample)
+        cam = load_cams(Path(inputs["cams"]) / f"{sample.id}.npz")
+        planes = np.concatenate([np.full((1,) + cam.cams.shape[1:], inputs["threshold"], np.float32), cam.cams])
+        seeds = np.concatenate([[0], cam.keys + 1])[planes.argmax(0)]
+        heat = cam.cams.max(0) if len(cam.cams) else np.zeros(image.shape[:2])
+        mask = np.array(Image.open(Path(inputs["masks"]) / f"{sample.id}.png"))
+        shown = (image, None, pal[seeds], pal[mask], pal[dataset.load_mask(sample)])
+        for ax, what, title in zip(row, shown, cols):
+            if what is None:
+                ax.imshow(image)
+                ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            else:
+                ax.imshow(what)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(sample.id, fontsize=7)
+    for ax, title in zip(axes[0], cols):
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,253 @@
+"""Run a method through the stages: classifier → CAMs → seeds → pseudo-masks → segmentation (or WSOL).
+
+Every stage is cached under ``<out>/cache/<stage>-<hash>`` (:mod:`wsssbench.stages.cache`), keyed by
+the config fields it reads, the hooks it runs and its inputs' folders, so an interrupted run resumes
+where it stopped and runs sharing a prefix (``cam`` and ``c2am`` with one base config) share it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .data import get_dataset
+from .errors import UserError
+from .methods_api import METHODS, Context, Method, hook_id, make_config, stage_fields
+from .records import RunRecord
+from .stages.cache import cached, key_hash
+
+SEG_SPLITS = ("train_aug", "train", "val")     # classifier/pseudo-mask images, seed/pseudo-mask scoring, segmentation
+
+
+def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict | None = None,
+               root: str | Path | None = None, overrides: dict[str, str] | None = None, seed: int = 0,
+               out: Path = Path("runs"), device: str = "cpu", progress: bool = False) -> RunRecord:
+    """Run ``method`` on ``dataset`` with ``--set`` ``overrides``; write and return its run record."""
+    m = METHODS.get(method)
+    cfg = make_config(m, overrides)
+    _check_config(cfg, device)
+    options = dict(dataset_options or {})
+    ds = get_dataset(dataset, root, **options)
+    ds_key = {"name": dataset, "options": options, "root": str(ds.root)}
+    run = _Run(m, cfg, ds, ds_key, seed, device, Path(out), progress)
+    with run.progress_ctx():
+        metrics, protocols, artifacts, extra = run.wsol() if ds.task == "localization" else run.segmentation()
+    from .stages.train_classifier import pretrained_source
+    record = RunRecord(method=method, dataset=dataset, dataset_preset=options.get("preset"),
+                       config=dataclasses.asdict(cfg), seed=seed, metrics=metrics, protocols=protocols,
+                       pretrained=pretrained_source(cfg), device=device, timings=run.timings,
+                       artifacts={k: str(v) for k, v in artifacts.items()}, extra=extra)
+    tag = "-".join(str(p) for p in (dataset, options.get("preset")) if p)
+    stem = Path(out) / "records" / method / tag / f"{key_hash(record.config)}-seed{seed}"
+    if ds.task != "localization":
+        from .figures import run_figure
+        record.artifacts["figure"] = str(run_figure(ds, run.figure_inputs, stem.with_suffix(".png")))
+    record.write(stem.with_suffix(".json"))
+    record.artifacts["record"] = str(stem.with_suffix(".json"))
+    return record
+
+
+def _check_config(cfg, device: str) -> None:
+    from .stages.expand import EXPANSIONS
+    if cfg.expansion not in EXPANSIONS:
+        raise UserError(f"--set expansion={cfg.expansion}: use one of {', '.join(EXPANSIONS)}")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: use cpu or cuda")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is visible to torch; use --device cpu")
+    for name in ("cls_epochs", "cls_batch_size", "cls_size", "rw_batch_size", "seg_batch_size", "seg_size", "rounds"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--set {name}={getattr(cfg, name)}: must be at least 1")
+
+
+class _Run:
+    """One (method, config, dataset, seed): runs the stages in order, each through the cache."""
+
+    def __init__(self, method: Method, cfg, ds, ds_key, seed: int, device: str, out: Path, progress: bool):
+        self.method, self.cfg, self.ds, self.ds_key = method, cfg, ds, ds_key
+        self.seed, self.device, self.cache = seed, device, out / "cache"
+        self.show = progress
+        self.progress = None
+        self.timings: dict[str, float] = {}
+        self.figure_inputs: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def progress_ctx(self):
+        if not self.show:
+            yield
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=False) as p:
+            self.progress = p
+            yield
+
+    def ctx(self, round_: int = 0, inputs: dict | None = None) -> Context:
+        return Context(self.cfg, self.ds, self.device, self.seed, round_, dict(inputs or {}))
+
+    def stage(self, name: str, key: dict, build) -> Path:
+        """Run one cached stage; time it; turn an out-of-memory error into one line."""
+        import torch
+        start = time.perf_counter()
+        try:
+            path, was_cached = cached(self.cache, name, key, build)
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(f"stage {name}: out of GPU memory; lower its batch size (--set cls_batch_size=..., "
+                            "rw_batch_size=..., seg_batch_size=...)") from None
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        if self.progress is not None:
+            self.progress.console.print(f"[green]✓[/] {name} {'(cached) ' if was_cached else ''}"
+                                        f"[dim]{path}[/]")
+        return path
+
+    def samples(self, split: str, need_masks: bool = False) -> list:
+        if split not in self.ds.split_names():
+            raise UserError(f"{self.ds.name or self.ds_key['name']}: no split {split!r} in {self.ds.root}; "
+                            f"this layout has {', '.join(self.ds.split_names())}")
+        samples = self.ds.samples(split)
+        if need_masks and any(s.mask is None for s in samples):
+            raise UserError(f"{self.ds_key['name']}: split {split!r} has images without ground-truth masks "
+                            f"({self.ds.describe_gt(split)}); the harness scores seeds and masks on it")
+        if not samples:
+            raise UserError(f"{self.ds_key['name']}: split {split!r} is empty ({self.ds.root})")
+        return samples
+
+    def load_classifier(self, ctx: Context, folder: Path):
+        import torch
+        model = self.method.build_classifier(ctx)
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        return model.to(self.device).eval()
+
+    # ------------------------------------------------------------------ stages
+    def classifier(self, samples, round_: int = 0, inputs: dict | None = None) -> tuple[Path, Context]:
+        """The base classifier, then the method's further classifier stages; the last one's folder."""
+        import torch
+        from .stages.common import seeded
+        from .stages import train_classifier
+        m, ctx = self.method, self.ctx(round_, inputs)
+        key = {"data": self.ds_key, "config": stage_fields(self.cfg, "classifier"), "seed": self.seed,
+               "device": self.device, "hooks": [hook_id(m.build_classifier), hook_id(m.train_step)],
+               "inputs": {k: str(v) for k, v in ctx.inputs.items()}}
+
+        def build(tmp: Path) -> None:
+            with seeded(self.seed):
+                train_classifier.run(ctx, m, samples, tmp, self.progress)
+        folder = self.stage("classifier", key, build)
+        for extra in m.classifier_stages:
+            prev = folder
+            key = {"previous": prev.name, "stage": extra.name, "hook": hook_id(extra.run),
+                   "config": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k.startswith(extra.prefix)}}
+
+            def build_extra(tmp: Path, prev=prev, extra=extra) -> None:
+                with seeded(self.seed):
+                    model = self.load_classifier(ctx, prev)
+                    extra.run(ctx, model, tmp)
+                    torch.save(model.state_dict(), tmp / "model.pt")
+            folder = self.stage(f"classifier-{extra.name}", key, build_extra)
+        return folder, ctx
+
+    def cams(self, clf: Path, ctx: Context, splits: dict[str, list]) -> Path:
+        from .stages import infer_cams
+        key = {"classifier": clf.name, "config": stage_fields(self.cfg, "cams"),
+               "hook": hook_id(self.method.refine_cams), "splits": sorted(splits)}
+
+        def build(tmp: Path) -> None:
+            model = self.load_classifier(ctx, clf)
+            for split, samples in splits.items():
+                infer_cams.run(ctx, self.method, model, samples, tmp / split, self.progress, f"CAMs {split}")
+        return self.stage("cams", key, build)
+
+    def evaluation(self, name: str, inputs: Path, params: dict, fn) -> dict:
+        """Score an artifact folder once (``params``: the scoring options); the result is cached."""
+        from .io import write_json
+        key = {"inputs": inputs.name, "what": name, "params": params, "data": self.ds_key}
+        folder = self.stage(f"eval-{name}", key, lambda tmp: write_json(tmp / "result.json", fn()))
+        return json.loads((folder / "result.json").read_text())
+
+    def segmentation(self):
+        from .metrics.segmentation import evaluate_masks, evaluate_seeds
+        from .stages import expand, train_segmenter
+        names = self.ds.split_names()
+        train_split = "train_aug" if "train_aug" in names else "train"
+        train = self.samples(train_split)
+        scored = self.samples("train", need_masks=True)
+        val = self.samples("val", need_masks=True) if self.cfg.seg_enabled else []
+        cfg, m = self.cfg, self.method
+        inputs: dict[str, Path] = {}
+        for round_ in range(cfg.rounds):
+            clf, ctx = self.classifier(train, round_, inputs)
+            cams = self.cams(clf, ctx, {"train": train, **({"val": val} if val else {})})
+            seeds = self.evaluation("seeds", cams, stage_fields(cfg, "seeds"), lambda: evaluate_seeds(
+                self.ds, "train", cams / "train", threshold=cfg.seed_threshold, protocol=cfg.seed_protocol))
+            key = {"cams": cams.name, "config": stage_fields(cfg, "expand"), "seed": self.seed,
+                   "hook": hook_id(m.expand), "seed_threshold": cfg.seed_threshold}
+
+            def build_masks(tmp: Path, ctx=ctx, cams=cams) -> None:
+                from .stages.common import seeded
+                with seeded(self.seed):
+                    if m.expand is not None:
+                        m.expand(ctx, cams / "train", tmp / "masks")
+                    else:
+                        expand.run(ctx, cams / "train", train, tmp, self.progress)
+            masks = self.stage("expand", key, build_masks) / "masks"
+            pseudo = self.evaluation("pseudo", masks.parent, {"protocol": "irn"}, lambda: evaluate_masks(self.ds, "train", masks, protocol="irn"))
+            artifacts = {"classifier": clf, "cams": cams, "masks": masks}
+            seg = None
+            if cfg.seg_enabled:
+                key = {"masks": masks.parent.name, "config": stage_fields(cfg, "segmenter"), "seed": self.seed,
+                       "device": self.device}
+
+                def build_seg(tmp: Path, ctx=ctx) -> None:
+                    from .stages.common import seeded
+                    with seeded(self.seed):
+                        train_segmenter.run(ctx, train, masks, val, tmp, self.progress)
+                seg_dir = self.stage("segmenter", key, build_seg)
+                seg = self.evaluation("segmentation", seg_dir, {"protocol": cfg.seg_protocol}, lambda: evaluate_masks(
+                    self.ds, "val", seg_dir / "pred", protocol=cfg.seg_protocol))
+                artifacts.update(segmenter=seg_dir, predictions=seg_dir / "pred")
+            if round_ + 1 < cfg.rounds:
+                if m.next_round is None:
+                    raise UserError(f"{m.name}: rounds={cfg.rounds} needs a next_round hook; use --set rounds=1")
+                inputs = m.next_round(ctx, artifacts)
+        self.figure_inputs = {"samples": scored[:6], "cams": cams / "train", "masks": masks,
+                              "threshold": cfg.seed_threshold}
+        metrics = {"seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"]}
+        protocols = {"seed_miou": seeds.get("protocol", cfg.seed_protocol), "pseudo_miou": pseudo.get("protocol", "irn")}
+        extra = {"seed_iou": seeds.get("iou"), "pseudo_iou": pseudo.get("iou"), "expansion": cfg.expansion,
+                 "splits": {"classifier": train_split, "seeds": "train", "segmentation": "val"}}
+        for name, result in (("seed", seeds), ("pseudo", pseudo), ("seg", seg)):
+            if result and "context_confusion" in result:
+                extra[f"{name}_context_confusion"] = result["context_confusion"]
+        if seg is not None:
+            metrics["seg_miou"] = seg["miou"]
+            protocols["seg_miou"] = seg.get("protocol", cfg.seg_protocol)
+            extra["seg_iou"] = seg.get("iou")
+        return metrics, protocols, artifacts, extra
+
+    def wsol(self):
+        from .metrics.localization import evaluate_wsol
+        from .stages import wsol
+        names = self.ds.split_names()
+        split = "test" if "test" in names else "val"
+        clf, ctx = self.classifier(self.samples("train"))
+        samples = self.samples(split)
+        key = {"classifier": clf.name, "config": stage_fields(self.cfg, "cams"), "hook": hook_id(self.method.wsol_maps),
+               "split": split}
+        maps = self.stage("wsol-maps", key, lambda tmp: wsol.run(ctx, self.method, self.load_classifier(ctx, clf),
+                                                                 samples, tmp, self.progress))
+        cfg = self.cfg
+        result = self.evaluation("wsol", maps, stage_fields(cfg, "wsol"),
+                                 lambda: evaluate_wsol(self.ds, split, maps, protocol=cfg.wsol_protocol,
+                                                       frame=cfg.wsol_frame, threshold=cfg.wsol_threshold))
+        keys = ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known")
+        metrics = {k: result[k] for k in keys if result.get(k) is not None}
+        protocols = {k: f"{result.get('protocol', cfg.wsol_protocol)}/{result.get('frame', cfg.wsol_frame)}"
+                     for k in metrics}
+        extra = {k: result[k] for k in ("maxboxacc", "maxboxacc_v2", "best_threshold") if k in result}
+        return metrics, protocols, {"classifier": clf, "maps": maps}, extra

@@ -1,0 +1,95 @@
+"""Stage: train the multi-label classifier whose CAMs the later stages use (IRN step/train_cam.py)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .common import ImageLabels, poly_lr
+
+
+def pretrained_source(cfg) -> str | None:
+    """What the backbone starts from: the configured weights file, else None (random init).
+
+    ``weights=torchvision`` asks for torchvision's local cache (never downloaded).
+    """
+    return cfg.weights or None
+
+
+def build_cam_classifier(ctx) -> torch.nn.Module:
+    """The CAM baseline's classifier: backbone → 1×1 conv (no bias) → GAP (IRN resnet50_cam.Net)."""
+    from ..models import CAMClassifier, build_backbone
+    backbone = build_backbone(ctx.cfg.backbone, pretrained=pretrained_source(ctx.cfg), output_stride=16)
+    return CAMClassifier(backbone, ctx.num_fg)
+
+
+def multilabel_step(ctx, model, batch) -> torch.Tensor:
+    """The CAM baseline's loss: multi-label soft margin on the image-level labels (IRN)."""
+    return F.multilabel_soft_margin_loss(model(batch["image"]), batch["labels"])
+
+
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """Backbone at ``lr``, freshly initialised head (``classifier``) at 10× (IRN trainable_parameters)."""
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    ids = {id(p) for p in head}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr": lr, "weight_decay": weight_decay, "base_lr": lr},
+            {"params": head, "lr": 10 * lr, "weight_decay": weight_decay, "base_lr": 10 * lr}]
+
+
+def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, lr: float,
+          weight_decay: float, size: int, workers: int = 0, progress=None) -> list[float]:
+    """SGD (momentum 0.9) with the poly schedule; returns the mean loss per epoch."""
+    device = torch.device(ctx.device)
+    model.to(device).train()
+    if ctx.device == "cuda":
+        model.to(memory_format=torch.channels_last)
+    data = ImageLabels(ctx.dataset, samples, size, train=True)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
+                                         generator=gen, num_workers=workers, pin_memory=ctx.device == "cuda",
+                                         persistent_workers=workers > 0)
+    opt = torch.optim.SGD(param_groups(model, lr, weight_decay), lr=lr, momentum=0.9)
+    total = epochs * len(loader)
+    losses, it = [], 0
+    task = progress.add_task("train classifier", total=total) if progress else None
+    for _ in range(epochs):
+        running = 0.0
+        for batch in loader:
+            for g in opt.param_groups:
+                g["lr"] = poly_lr(g["base_lr"], it, total)
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            if ctx.device == "cuda":
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device == "cuda"):
+                loss = step(ctx, model, batch)
+            if not math.isfinite(loss.item()):
+                raise UserError(f"classifier training diverged (loss {loss.item()}) at step {it}; "
+                                "lower cls_lr with --set cls_lr=...")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            it += 1
+            if progress:
+                progress.advance(task)
+        losses.append(running / max(len(loader), 1))
+    model.eval()
+    return losses
+
+
+def run(ctx, method, samples, workdir: Path, progress=None) -> torch.nn.Module:
+    """Build the method's classifier, train it on ``samples``, save ``model.pt`` into ``workdir``."""
+    from ..io import write_json
+    cfg = ctx.cfg
+    model = method.build_classifier(ctx)
+    losses = train(ctx, model, method.train_step, samples, epochs=cfg.cls_epochs, batch_size=cfg.cls_batch_size,
+                   lr=cfg.cls_lr, weight_decay=cfg.cls_weight_decay, size=cfg.cls_size, workers=cfg.cls_workers,
+                   progress=progress)
+    torch.save(model.state_dict(), workdir / "model.pt")
+    write_json(workdir / "log.json", {"epoch_loss": losses, "pretrained": pretrained_source(cfg)})
+    return model

@@ -1,0 +1,81 @@
+"""Stage: DeepLab-v2 (ASPP 6/12/18/24) trained on the pseudo-masks, predicting val
+(kazuto1011/deeplab-pytorch as CONTA and C2AM ran it: SGD momentum 0.9, poly 0.9, CE ignoring 255)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .common import poly_lr, to_tensor
+from .expand import save_mask
+
+
+def crf_post(image: np.ndarray, probs: np.ndarray, t: int = 10) -> np.ndarray:
+    """deeplab-pytorch's post-CRF: Gaussian w 3 xy 1, bilateral w 4 xy 67 rgb 3, 10 iterations."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+    c, h, w = probs.shape
+    d = dcrf.DenseCRF2D(w, h, c)
+    d.setUnaryEnergy(unary_from_softmax(np.ascontiguousarray(probs, dtype=np.float32)))
+    d.addPairwiseGaussian(sxy=1, compat=3)
+    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.require(image, np.uint8, ["C", "W"]), compat=4)
+    return np.array(d.inference(t)).reshape(c, h, w)
+
+
+def _training_pairs(ctx, samples, masks_dir: Path, size: int):
+    images, labels = [], []
+    for sample in samples:
+        x = to_tensor(ctx.dataset.load_image(sample))
+        y = torch.from_numpy(np.array(Image.open(masks_dir / f"{sample.id}.png"))).float()
+        images.append(F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0])
+        labels.append(F.interpolate(y[None, None], size=(size, size), mode="nearest")[0, 0].long())
+    return torch.stack(images), torch.stack(labels)
+
+
+def run(ctx, train_samples, masks_dir: Path, val_samples, workdir: Path, progress=None) -> Path:
+    """Train on ``masks_dir``; write ``model.pt`` and val predictions ``pred/<id>.png``; return the pred dir."""
+    from ..models import DeepLabV2, build_backbone
+    from .train_classifier import pretrained_source
+    cfg, device = ctx.cfg, torch.device(ctx.device)
+    model = DeepLabV2(build_backbone(cfg.backbone, pretrained=pretrained_source(cfg), output_stride=8),
+                      ctx.dataset.num_classes).to(device)
+    images, labels = _training_pairs(ctx, train_samples, masks_dir, cfg.seg_size)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.seg_lr, momentum=0.9, weight_decay=cfg.seg_weight_decay)
+    task = progress.add_task("train segmenter", total=cfg.seg_iterations) if progress else None
+    model.train()
+    for it in range(cfg.seg_iterations):
+        sel = torch.randint(len(images), (min(cfg.seg_batch_size, len(images)),), generator=gen)
+        x, y = images[sel], labels[sel]
+        flip = torch.rand(len(sel), generator=gen) < 0.5
+        x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        for g in opt.param_groups:
+            g["lr"] = poly_lr(cfg.seg_lr, it, cfg.seg_iterations)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device == "cuda"):
+            logits = model(x.to(device))
+        logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, y.to(device), ignore_index=255)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress.advance(task)
+    model.eval()
+    torch.save(model.state_dict(), workdir / "model.pt")
+    pred_dir = workdir / "pred"
+    task = progress.add_task("segment val", total=len(val_samples)) if progress else None
+    with torch.no_grad():
+        for sample in val_samples:
+            image = ctx.dataset.load_image(sample)
+            logits = model(to_tensor(image)[None].to(device)).float()
+            probs = F.softmax(F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False), 1)[0]
+            probs = probs.cpu().numpy()
+            if cfg.seg_crf:
+                probs = crf_post(image, probs)
+            save_mask(pred_dir / f"{sample.id}.png", probs.argmax(0))
+            if progress:
+                progress.advance(task)
+    return pred_dir
