@@ -201,8 +201,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def _train_samples(ctx) -> list:
-    from wsssbench.stages.train_classifier import train_samples
-    return train_samples(ctx)
+    """The base classifier's training images (the harness's rule: ``train_aug`` if the layout has it)."""
+    names = ctx.dataset.split_names()
+    return ctx.dataset.samples("train_aug" if "train_aug" in names else "train")
 
 
 def _fg_class_names(dataset) -> list[str]:

@@ -165,3 +165,76 @@ def test_adapters_registered_with_paper_defaults():
     const = make_config(METHODS.get("cam_constant"), {"c2am_constant": "0.5"})
     assert const.c2am_constant == 0.5
     assert [s.prefix for s in METHODS.get("c2am").classifier_stages] == ["c2am_"]
+
+
+class _TinyData:
+    """An in-memory segmentation dataset: 6 random 24x24 images, 3 foreground classes."""
+
+    name = "tiny-test"
+    task = "segmentation"
+    has_background = True
+    class_names = ("background", "a", "b", "c")
+    num_classes = 4
+
+    def __init__(self):
+        from wsssbench.data.base import Sample
+
+        rng = np.random.default_rng(0)
+        self.images = {f"i{k}": rng.integers(0, 256, (24, 20, 3), dtype=np.uint8) for k in range(6)}
+        labels = [(1,), (2,), (1, 3), (3,), (1, 2), (2,)]
+        self._samples = [Sample(id=f"i{k}", image=None, labels=labels[k]) for k in range(6)]
+
+    def split_names(self):
+        return ("train",)
+
+    def samples(self, split):
+        return list(self._samples)
+
+    def load_image(self, sample):
+        return self.images[sample.id]
+
+
+def _tiny_ctx(method, **overrides):
+    from wsssbench.methods_api import METHODS, Context, make_config
+    from wsssbench.stages.train_classifier import build_cam_classifier
+
+    cfg = make_config(METHODS.get(method), {"c2am_epochs": "1", "c2am_batch_size": "3", "cls_size": "16",
+                                            **overrides})
+    ctx = Context(cfg, _TinyData())
+    torch.manual_seed(0)
+    return ctx, build_cam_classifier(ctx)
+
+
+def test_c2am_stage_writes_global_cam_and_trains(tmp_path):
+    from wsssbench.stages.infer_cams import multiscale_cams
+
+    ctx, model = _tiny_ctx("c2am", c2am_gcam_size="8", c2am_gcam_scales="1.0")
+    model.eval()
+    # independent Global CAM: per class, the mean of its images' normalised, resized maps
+    want = np.zeros((3, 8, 8))
+    count = np.zeros(3)
+    for s in ctx.dataset.samples("train"):
+        cams, _ = multiscale_cams(model, ctx.dataset.load_image(s), (1.0,), True)
+        for c in s.labels:
+            m = F.interpolate(cams[None, c - 1 : c], (8, 8), mode="bilinear", align_corners=False)[0, 0].numpy()
+            want[c - 1] += m / (m.max() + 1e-5)
+            count[c - 1] += 1
+    want /= count[:, None, None]
+    before = [p.detach().clone() for p in model.parameters()]
+    c2am.run_c2am(ctx, model, tmp_path)
+    saved = np.load(tmp_path / "global_cam.npz")
+    assert saved["count"].tolist() == count.tolist() == [3, 3, 2]
+    np.testing.assert_allclose(saved["global_cam"], want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(saved["constants"], want.mean((1, 2)), rtol=1e-4)
+    assert saved["class_names"].tolist() == ["a", "b", "c"]
+    for name in ("global_cam.png", "constants.png", "continued_training.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_cam_constant_stage_trains(tmp_path):
+    ctx, model = _tiny_ctx("cam_constant")
+    before = [p.detach().clone() for p in model.parameters()]
+    c2am.run_cam_constant(ctx, model, tmp_path)
+    assert (tmp_path / "continued_training.json").exists()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
