@@ -11,7 +11,7 @@ from wsssbench.errors import UserError
 from wsssbench.methods_api import METHODS, CamConfig, make_config, parse_value, stage_fields
 from wsssbench.records import validate
 
-from harness_standins import SquaresDataset, install
+from harness_standins import SquaresDataset
 
 torch.set_num_threads(1)
 FAST = {"cls_epochs": "3", "cls_size": "40", "cam_scales": "1.0,0.5", "rw_epochs": "2",
@@ -20,7 +20,6 @@ FAST = {"cls_epochs": "3", "cls_size": "40", "cam_scales": "1.0,0.5", "rw_epochs
 
 @pytest.fixture
 def squares(tmp_path, monkeypatch):
-    install(monkeypatch)
     ds = SquaresDataset(tmp_path / "data")
     monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
     return ds
@@ -94,7 +93,6 @@ def test_interrupted_stage_leaves_no_finished_folder(squares, tmp_path, monkeypa
     assert any(n.startswith("classifier-") for n in names)          # finished, kept
     assert not any(n.startswith("cams-") for n in names)            # unfinished: only a .tmp folder
     monkeypatch.undo()
-    install(monkeypatch)
     monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: squares)
     rec = harness.run_method("cam", overrides=over, out=tmp_path)   # resumes at the CAM stage
     assert rec.metrics["seed_miou"] > 0

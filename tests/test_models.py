@@ -29,7 +29,7 @@ def test_small_strides(output_stride):
 def test_small_bad_stride_and_pretrained():
     with pytest.raises(UserError, match="output_stride 4"):
         build_backbone("small", output_stride=4)
-    with pytest.raises(UserError, match="no pretrained"):
+    with pytest.raises(UserError, match="no torchvision weights"):
         build_backbone("small", pretrained="torchvision")
 
 

@@ -33,7 +33,7 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     ds = get_dataset(dataset, root, **options)
     ds_key = {"name": dataset, "options": options, "root": str(ds.root)}
     run = _Run(m, cfg, ds, ds_key, seed, device, Path(out), progress)
-    with run.progress_ctx():
+    with run.progress_ctx(), _cpu_threads(device):
         metrics, protocols, artifacts, extra = run.wsol() if ds.task == "localization" else run.segmentation()
     from .stages.train_classifier import pretrained_source
     record = RunRecord(method=method, dataset=dataset, dataset_preset=options.get("preset"),
@@ -48,6 +48,23 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     record.write(stem.with_suffix(".json"))
     record.artifacts["record"] = str(stem.with_suffix(".json"))
     return record
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: str):
+    """CPU runs use ``WSSSBENCH_THREADS`` torch threads (default 1): on a shared machine one thread is
+    many times faster than oversubscribed cores, and a fixed count keeps float sums, hence numbers,
+    the same on every machine."""
+    import os
+
+    import torch
+    before = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(int(os.environ.get("WSSSBENCH_THREADS", "1")))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_config(cfg, device: str) -> None:
@@ -152,15 +169,18 @@ class _Run:
             folder = self.stage(f"classifier-{extra.name}", key, build_extra)
         return folder, ctx
 
-    def cams(self, clf: Path, ctx: Context, splits: dict[str, list]) -> Path:
+    def cams(self, clf: Path, ctx: Context, images: list, scored: list, val: list) -> Path:
+        """CAMs of ``images`` in ``all/``, of ``val`` in ``val/``; ``train/`` links the scored split's files."""
         from .stages import infer_cams
         key = {"classifier": clf.name, "config": stage_fields(self.cfg, "cams"),
-               "hook": hook_id(self.method.refine_cams), "splits": sorted(splits)}
+               "hook": hook_id(self.method.refine_cams), "images": _ids_hash(images), "val": _ids_hash(val)}
 
         def build(tmp: Path) -> None:
             model = self.load_classifier(ctx, clf)
-            for split, samples in splits.items():
-                infer_cams.run(ctx, self.method, model, samples, tmp / split, self.progress, f"CAMs {split}")
+            infer_cams.run(ctx, self.method, model, images, tmp / "all", self.progress, "CAMs train")
+            if val:
+                infer_cams.run(ctx, self.method, model, val, tmp / "val", self.progress, "CAMs val")
+            link_subset(tmp / "all", tmp / "train", scored, ".npz")
         return self.stage("cams", key, build)
 
     def evaluation(self, name: str, inputs: Path, params: dict, fn) -> dict:
@@ -179,28 +199,34 @@ class _Run:
         scored = self.samples("train", need_masks=True)
         val = self.samples("val", need_masks=True) if self.cfg.seg_enabled else []
         cfg, m = self.cfg, self.method
+        seen = {s.id for s in train}
+        images = train + [s for s in scored if s.id not in seen]     # VOC/synthetic: train ⊂ train_aug
         inputs: dict[str, Path] = {}
         for round_ in range(cfg.rounds):
             clf, ctx = self.classifier(train, round_, inputs)
-            cams = self.cams(clf, ctx, {"train": train, **({"val": val} if val else {})})
+            cams = self.cams(clf, ctx, images, scored, val)
             seeds = self.evaluation("seeds", cams, stage_fields(cfg, "seeds"), lambda: evaluate_seeds(
                 self.ds, "train", cams / "train", threshold=cfg.seed_threshold, protocol=cfg.seed_protocol))
             key = {"cams": cams.name, "config": stage_fields(cfg, "expand"), "seed": self.seed,
-                   "hook": hook_id(m.expand), "seed_threshold": cfg.seed_threshold}
+                   "hook": hook_id(m.expand), "images": _ids_hash(images),
+                   "seed_threshold": cfg.seed_threshold if cfg.expansion == "none" else None}
 
             def build_masks(tmp: Path, ctx=ctx, cams=cams) -> None:
                 from .stages.common import seeded
                 with seeded(self.seed):
                     if m.expand is not None:
-                        m.expand(ctx, cams / "train", tmp / "masks")
+                        m.expand(ctx, cams / "all", tmp / "masks")
                     else:
-                        expand.run(ctx, cams / "train", train, tmp, self.progress)
-            masks = self.stage("expand", key, build_masks) / "masks"
-            pseudo = self.evaluation("pseudo", masks.parent, {"protocol": "irn"}, lambda: evaluate_masks(self.ds, "train", masks, protocol="irn"))
+                        expand.run(ctx, cams / "all", images, tmp, self.progress)
+                    link_subset(tmp / "masks", tmp / "train", scored, ".png")
+            expanded = self.stage("expand", key, build_masks)
+            masks = expanded / "masks"
+            pseudo = self.evaluation("pseudo", expanded, {"protocol": "irn"},
+                                     lambda: evaluate_masks(self.ds, "train", expanded / "train", protocol="irn"))
             artifacts = {"classifier": clf, "cams": cams, "masks": masks}
             seg = None
             if cfg.seg_enabled:
-                key = {"masks": masks.parent.name, "config": stage_fields(cfg, "segmenter"), "seed": self.seed,
+                key = {"masks": expanded.name, "config": stage_fields(cfg, "segmenter"), "seed": self.seed,
                        "device": self.device}
 
                 def build_seg(tmp: Path, ctx=ctx) -> None:
@@ -215,7 +241,7 @@ class _Run:
                 if m.next_round is None:
                     raise UserError(f"{m.name}: rounds={cfg.rounds} needs a next_round hook; use --set rounds=1")
                 inputs = m.next_round(ctx, artifacts)
-        self.figure_inputs = {"samples": scored[:6], "cams": cams / "train", "masks": masks,
+        self.figure_inputs = {"samples": scored[:6], "cams": cams / "train", "masks": expanded / "train",
                               "threshold": cfg.seed_threshold}
         metrics = {"seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"]}
         protocols = {"seed_miou": seeds.get("protocol", cfg.seed_protocol), "pseudo_miou": pseudo.get("protocol", "irn")}
@@ -251,3 +277,20 @@ class _Run:
                      for k in metrics}
         extra = {k: result[k] for k in ("maxboxacc", "maxboxacc_v2", "best_threshold") if k in result}
         return metrics, protocols, {"classifier": clf, "maps": maps}, extra
+
+
+def _ids_hash(samples) -> str:
+    return key_hash({"ids": [s.id for s in samples]})
+
+
+def link_subset(src: Path, dst: Path, samples, suffix: str) -> None:
+    """``dst/<id><suffix>`` hard-linked (or copied) from ``src`` for each sample: a split's view of a folder."""
+    import os
+    import shutil
+    for sample in samples:
+        target = dst / f"{sample.id}{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src / f"{sample.id}{suffix}", target)
+        except OSError:
+            shutil.copy2(src / f"{sample.id}{suffix}", target)

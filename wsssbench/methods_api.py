@@ -58,7 +58,8 @@ class CamConfig:
     weights: str | None = None          # local weights file; None: torchvision's cache if present, else random init
     # --- classifier (IRN step/train_cam.py: SGD, poly lr 0.1, wd 1e-4, batch 16, 5 epochs, crop 512)
     cls_size: int = 64                  # training image side (IRN: random crop 512 after rescale 0.5-1.5)
-    cls_epochs: int = 12                # IRN: 5 epochs on VOC train_aug
+    cls_output_stride: int = 8          # IRN 16 (ResNet-50 strides 2,2,2,1); 8 gives tiny's 64-px images 8x8 CAMs
+    cls_epochs: int = 5                 # IRN: 5 epochs on VOC train_aug
     cls_batch_size: int = 16            # IRN cam_batch_size 16
     cls_lr: float = 0.1                 # IRN cam_learning_rate 0.1 (head 10x, as IRN's trainable_parameters)
     cls_weight_decay: float = 1e-4      # IRN cam_weight_decay 1e-4
@@ -77,7 +78,8 @@ class CamConfig:
     rw_exp_times: int = 8               # IRN exp_times 8: t = 2^8 = 256 iterations
     rw_radius: int = 5                  # IRN: radius 5 at inference (CONTA appendix: 5 / 10)
     rw_bg_threshold: float = 0.25       # IRN sem_seg_bg_thres 0.25 (C2AM Table 3: 0.21)
-    rw_epochs: int = 6                  # IRN irn_num_epoches 3 on VOC train_aug
+    rw_epochs: int = 3                  # IRN irn_num_epoches 3 on VOC train_aug
+    rw_train_images: int | None = 200   # affinity net trained on the first N classifier images; IRN: all (None)
     rw_lr: float = 0.1                  # IRN irn_learning_rate 0.1
     rw_batch_size: int = 16             # IRN irn_batch_size 32
     crf_alpha: float = 4.0              # SEAM infer_SEAM.py: bg = (1 - max cam)^alpha, alpha 4 ("la")
@@ -148,7 +150,9 @@ class Method:
     Hooks (each ``None`` or a default means "as the CAM baseline"):
 
     - ``build_classifier(ctx) -> nn.Module``: a module with ``forward(x) -> logits (B, num_fg)`` and
-      ``cam(x) -> class maps (B, num_fg, h, w)`` (non-negative); optional ``param_groups(lr)``.
+      ``cams(x) -> raw class maps (B, num_fg, h, w)`` (the CAM stage applies ReLU, scales, flips and
+      normalisation), as :class:`wsssbench.models.CAMClassifier`; parameters whose names start with
+      ``classifier`` train at 10× the learning rate (IRN).
     - ``train_step(ctx, model, batch) -> loss``: ``batch`` has ``image`` (B,3,H,W normalised),
       ``labels`` (B, num_fg multi-hot), ``index``; SEAM/CPN build their views here.
     - ``classifier_stages``: further training stages after the base classifier (C2AM).

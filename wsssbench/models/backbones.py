@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..registry import Registry
+from .weights import apply_pretrained
 
 #: name → constructor ``(*, pretrained, output_stride) -> Backbone``.
 BACKBONES: Registry[Callable[..., "Backbone"]] = Registry("backbone")
@@ -130,10 +131,7 @@ def init_weights(module: nn.Module) -> None:
 
 @BACKBONES.register("small")
 def small(*, pretrained: str | None = None, output_stride: int = 16) -> SmallNet:
-    if pretrained is not None:
-        raise UserError(f"backbone 'small' has no pretrained weights (got pretrained={pretrained!r}); "
-                        "use pretrained=None, or load_weights(model, PATH) for a checkpoint of your own")
-    return SmallNet(output_stride)
+    return apply_pretrained(SmallNet(output_stride), "small", pretrained)
 
 
 def build_backbone(name: str, *, pretrained: str | None = None, output_stride: int = 16) -> Backbone:

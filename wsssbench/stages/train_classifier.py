@@ -23,7 +23,8 @@ def pretrained_source(cfg) -> str | None:
 def build_cam_classifier(ctx) -> torch.nn.Module:
     """The CAM baseline's classifier: backbone → 1×1 conv (no bias) → GAP (IRN resnet50_cam.Net)."""
     from ..models import CAMClassifier, build_backbone
-    backbone = build_backbone(ctx.cfg.backbone, pretrained=pretrained_source(ctx.cfg), output_stride=16)
+    backbone = build_backbone(ctx.cfg.backbone, pretrained=pretrained_source(ctx.cfg),
+                              output_stride=ctx.cfg.cls_output_stride)
     return CAMClassifier(backbone, ctx.num_fg)
 
 

@@ -55,9 +55,7 @@ def run(ctx, train_samples, masks_dir: Path, val_samples, workdir: Path, progres
         for g in opt.param_groups:
             g["lr"] = poly_lr(cfg.seg_lr, it, cfg.seg_iterations)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device == "cuda"):
-            logits = model(x.to(device))
-        logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, y.to(device), ignore_index=255)
+            loss = DeepLabV2.loss(model.outputs(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
