@@ -214,16 +214,14 @@ def _fg_class_names(dataset) -> list[str]:
 def compute_global_cam(ctx, model, samples, size: int, scales: Sequence[float]) -> GlobalCAM:
     """The Global CAM of ``model`` over ``samples``: multi-scale + flip CAMs of each image's labelled
     classes (the harness's CAM inference, as c2am's ``make_square_cam.py``), squashed to size²."""
-    from wsssbench.stages.common import fg_index
-    from wsssbench.stages.infer_cams import multiscale_cams
+    from wsssbench.stages.common import label_vector
+    from wsssbench.stages.infer_cams import multiscale_cams, same_size_batches
 
     acc = GlobalCAM(ctx.num_fg, (size, size))
     model.to(ctx.device).eval()
-    for sample in samples:
-        cams, _ = multiscale_cams(model, ctx.dataset.load_image(sample), scales, True, ctx.device)
-        keys = sorted({fg_index(ctx.dataset, c) for c in sample.labels})
-        if keys:
-            acc.update_keys(cams[keys].cpu(), keys)
+    for group, images in same_size_batches(ctx.dataset, samples, 16):
+        cams, _ = multiscale_cams(model, np.stack(images), scales, True, ctx.device)
+        acc.update(cams, torch.stack([label_vector(ctx.dataset, s) for s in group]))
     return acc
 
 
