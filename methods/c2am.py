@@ -171,11 +171,11 @@ def plot_constants(constants: torch.Tensor, class_names: Sequence[str], path: Pa
     """M_z per class as a bar chart (the paper's Fig. 7)."""
     plt = _pyplot()
     values = constants.detach().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(values) + 1.5), 3.2))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(values) + 1.5), 3.4))
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(values)), list(class_names), rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("$M_z$ = mean of Global CAM$_z$")
-    ax.set_title("Front-door constants per class (C2AM Eq. 6, Fig. 7)")
+    ax.set_title("$M_z$ per class (C2AM Eq. 6, Fig. 7)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
