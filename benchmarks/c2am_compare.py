@@ -5,7 +5,9 @@
 Each argument is a folder of run records (``<hash>-seed<S>.json``, as ``wsssbench run`` writes them);
 the table has one row per folder: seed mIoU, pseudo-mask mIoU (percent), and the context confusion
 of the seeds and of the pseudo-masks (the mean over classes of the share of a class's false-positive
-pixels lying on its own context, percent; lower is better).
+pixels lying on its own context, percent; lower is better). A second table gives, for each later
+folder, the paired difference to the first folder over the seeds both have (same run seed = same
+base classifier, so the pairing removes the base classifier's seed-to-seed spread).
 """
 from __future__ import annotations
 
@@ -31,10 +33,24 @@ def main(folders: list[str]) -> str:
         def col(get):
             return _stat([v for v in (get(r) for r in records) if v is not None])
         lines.append("| " + " | ".join([
-            records[0]["method"], ",".join(str(r["seed"]) for r in records),
+            records[0]["method"] + f" ({Path(folder).name})", ",".join(str(r["seed"]) for r in records),
             col(lambda r: r["metrics"].get("seed_miou")), col(lambda r: r["metrics"].get("pseudo_miou")),
             col(lambda r: (r["extra"].get("seed_context_confusion") or {}).get("mean")),
             col(lambda r: (r["extra"].get("pseudo_context_confusion") or {}).get("mean")),
+        ]) + " |")
+    base = {r["seed"]: r for r in load_dir(Path(folders[0]))}
+    lines += ["", f"Paired difference to {base[min(base)]['method']} ({folders[0]}), same seeds:", "",
+              "| method | seeds | Δ seed mIoU | Δ pseudo-mask mIoU | Δ seed ctx. conf. | Δ pseudo ctx. conf. |",
+              "|---|---|---|---|---|---|"]
+    for folder in folders[1:]:
+        records = sorted((r for r in load_dir(Path(folder)) if r["seed"] in base), key=lambda r: r["seed"])
+        def delta(get):
+            return _stat([get(r) - get(base[r["seed"]]) for r in records])
+        lines.append("| " + " | ".join([
+            records[0]["method"] + f" ({Path(folder).name})", ",".join(str(r["seed"]) for r in records),
+            delta(lambda r: r["metrics"]["seed_miou"]), delta(lambda r: r["metrics"]["pseudo_miou"]),
+            delta(lambda r: r["extra"]["seed_context_confusion"]["mean"]),
+            delta(lambda r: r["extra"]["pseudo_context_confusion"]["mean"]),
         ]) + " |")
     return "\n".join(lines)
 
