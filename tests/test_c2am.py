@@ -238,3 +238,29 @@ def test_cam_constant_stage_trains(tmp_path):
     c2am.run_cam_constant(ctx, model, tmp_path)
     assert (tmp_path / "continued_training.json").exists()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_c2am_through_the_harness_shares_the_base_classifier(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from harness_standins import SquaresDataset  # the harness's stand-in dataset (tests/)
+
+    from wsssbench import harness
+
+    ds = SquaresDataset(tmp_path / "data")
+    monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
+    fast = {"cls_epochs": "2", "cls_size": "40", "cam_scales": "1.0", "expansion": "none", "seg_enabled": "false"}
+    out = tmp_path / "runs"
+    cam = harness.run_method("cam", overrides=fast, out=out)
+    rec = harness.run_method("c2am", overrides={**fast, "c2am_epochs": "1", "c2am_gcam_scales": "1.0",
+                                                "c2am_gcam_size": "16"}, out=out)
+    const = harness.run_method("cam_constant", overrides={**fast, "c2am_epochs": "1"}, out=out)
+    assert len(list((out / "cache").glob("classifier-*"))) == 3     # one base + c2am + cam_constant
+    assert rec.timings["classifier"] < cam.timings["classifier"]    # the base stage came from the cache
+    folder = Path(rec.artifacts["classifier"])
+    assert folder.name.startswith("classifier-c2am-")
+    assert np.load(folder / "global_cam.npz")["global_cam"].shape[1:] == (16, 16)
+    assert (folder / "global_cam.png").exists() and (folder / "constants.png").exists()
+    assert Path(const.artifacts["classifier"]).name.startswith("classifier-cam_constant-")
+    assert rec.config["c2am_lr"] == 0.0005 and const.config["c2am_constant"] == 0.2
+    assert {"seed_miou", "pseudo_miou"} <= set(rec.metrics)
