@@ -1,1 +1,128 @@
-"""Commands of `wsssbench table` (not built yet)."""
+"""`wsssbench table`: a paper's table as printed, optionally beside what the toolkit reproduces."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import records as run_records
+from ..errors import UserError
+from ..tables import FORMATS, Reproduced, Table, get_table, load_tables, render, reproduce
+from .app import app
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise UserError("--seeds: give at least one seed, e.g. 0,1,2")
+    return seeds
+
+
+def load_run_records(directory: Path) -> list[dict]:
+    """Every run record below ``directory``; one without provenance stops everything with its path."""
+    return run_records.load_dir(directory)
+
+
+def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device: str) -> list[dict]:
+    """Run every runnable row of ``table`` through the harness, once per seed; the records written."""
+    try:
+        from ..harness import run_method  # type: ignore[import-not-found]
+    except ImportError as err:
+        if err.name != "wsssbench.harness":
+            raise
+        raise UserError("--run needs the harness (wsssbench.harness), which is not installed in this "
+                        "checkout; render existing records with --runs DIR instead") from None
+
+    runnable = [r for r in table.rows if r.runnable]
+    if not runnable:
+        reasons = "; ".join(f"{r.key}: {r.missing}" for r in table.rows)
+        raise UserError(f"table {table.id} has no row the toolkit can run yet ({reasons})")
+    done = []
+    for spec in runnable:
+        for seed in seeds:
+            overrides = {k: str(v) for k, v in spec.overrides.items()}     # `--set key=value` strings
+            record = run_method(spec.method, dataset=dataset, overrides=overrides, seed=seed,
+                                out=out, device=device, progress=True)
+            done.append(record.to_dict() if hasattr(record, "to_dict") else record)
+    return done
+
+
+@app.command("table")
+def table_command(
+    table_id: Optional[str] = typer.Argument(None, metavar="ID", help="Table id, e.g. conta:2 or A1 (see --list)."),
+    list_: bool = typer.Option(False, "--list", help="List every table id with its paper and caption."),
+    fmt: str = typer.Option("rich", "--format", "-f",
+                            help=f"Output format: {', '.join(FORMATS)} (rich is for a terminal)."),
+    runs: Optional[Path] = typer.Option(None, "--runs",
+                                        help="Folder of run records (*.json, searched recursively) to show "
+                                             "beside the reported numbers, with deltas."),
+    run: bool = typer.Option(False, "--run", help="Run every row the toolkit can run (needs --dataset), "
+                                                  "then render reported beside reproduced."),
+    dataset: Optional[str] = typer.Option(None, "--dataset",
+                                          help="Dataset for --run (e.g. synthetic); with --runs, keep only "
+                                               "records on this dataset."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds for --run, e.g. 0,1,2."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for --run, e.g. cpu or cuda."),
+) -> None:
+    """Render a paper's table in its own row and column order, reported numbers exactly as printed."""
+    if list_:
+        _list(fmt)
+        return
+    if table_id is None:
+        raise UserError("give a table ID (see `wsssbench table --list`)")
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    table = get_table(table_id)
+    reproduced: Reproduced | None = None
+    if run:
+        if dataset is None:
+            raise UserError("--run needs --dataset NAME (e.g. --dataset synthetic)")
+        out = runs if runs is not None else Path("runs")
+        records = run_rows(table, dataset=dataset, seeds=_parse_seeds(seeds), out=out, device=device)
+        reproduced = reproduce(table, records)
+    elif runs is not None:
+        records = load_run_records(runs)
+        if dataset is not None:
+            records = [r for r in records if r["dataset"] == dataset]
+        names = {rec["dataset"] for hits in table.match(records).values() for rec in hits}
+        if len(names) > 1:
+            raise UserError(f"{runs}: records on several datasets ({', '.join(sorted(names))}) match "
+                            f"table {table.id}; pick one with --dataset")
+        reproduced = reproduce(table, records)
+    _emit(render(table, fmt, reproduced))
+
+
+def _emit(rendered) -> None:
+    if isinstance(rendered, str):
+        sys.stdout.write(rendered)
+    else:
+        from rich.console import Console
+
+        Console().print(rendered)
+
+
+def _list(fmt: str) -> None:
+    tables = load_tables()
+    if fmt == "json":
+        sys.stdout.write(json.dumps([{"id": t.id, "paper": t.paper, "caption": t.caption,
+                                      "numbers": t.numbers, "rows": len(t.rows)} for t in tables.values()],
+                                    indent=2) + "\n")
+        return
+    if fmt == "rich":
+        from rich.table import Table as RichTable
+
+        out = RichTable(title="Tables (wsssbench table ID)")
+        for name in ("id", "paper", "rows", "caption"):
+            out.add_column(name, overflow="fold")
+        for t in tables.values():
+            out.add_row(t.id, t.paper, str(len(t.rows)) if t.numbers else "no numbers", t.caption)
+        _emit(out)
+        return
+    for t in tables.values():
+        sys.stdout.write(f"{t.id}\t{t.paper}\t{t.caption}\n")

@@ -1,0 +1,474 @@
+"""Table specs built from the reported numbers, and their renderings (rich, md, csv, latex, json).
+
+A :class:`Table` is data: its id, paper, caption, columns and rows in the paper's order (from
+``leaderboards/reported/<paper>.csv`` and ``<paper>_tables.yaml``), and for each row the method and
+config overrides that reproduce it (``leaderboards/reproduce.yaml``), or why the toolkit cannot run
+it yet. Rendering with run records puts reproduced numbers (mean ± std over seeds) beside reported
+ones, with the delta and the evaluation protocol.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .io import dumps
+from .records import SEG_METRICS, WSOL_METRICS
+from .leaderboard import LEADERBOARD_DIR, Cell, decimals, load_reported, load_yaml, reported_dir
+
+FORMATS = ("rich", "md", "csv", "latex", "json")
+# How each format shows a printed superscript (CONTA Table 2's gains); csv and json keep the bare value
+# (json carries the superscript as its own field).
+_SUPERSCRIPT = {"rich": "{value} ({delta})", "md": "{value}<sup>{delta}</sup>", "latex": "{value}$^{{{delta}}}$",
+                "csv": None, "json": None}
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One printed row, and how the toolkit reproduces it."""
+
+    key: str                              # identity within the table: "group / label" or "label"
+    label: str                            # as printed
+    group: str = ""
+    method: str | None = None             # registered method name that reproduces the row
+    overrides: dict[str, Any] = field(default_factory=dict)   # config overrides for that method
+    tolerance: float | None = None        # percentage points, for :func:`verify_results`
+    missing: str = ""                     # why the toolkit cannot run this row (empty = it can)
+
+    @property
+    def runnable(self) -> bool:
+        return not self.missing
+
+
+@dataclass(frozen=True)
+class Table:
+    """One paper table: printed cells keyed by (row key, column), rows and columns in printed order."""
+
+    id: str
+    paper: str
+    caption: str
+    datasets: tuple[str, ...]
+    columns: tuple[str, ...]
+    rows: tuple[RowSpec, ...]
+    cells: dict[tuple[str, str], Cell]
+    metrics: dict[str, str] = field(default_factory=dict)    # column -> run-record metric key
+    row_header: str = "Method"
+    group_header: str = ""
+    numbers: bool = True
+    source: str = ""
+    source_lines: tuple[int, ...] = ()
+
+    def cell(self, row_key: str, column: str) -> Cell | None:
+        return self.cells.get((row_key, column))
+
+    def row(self, key: str) -> RowSpec:
+        for spec in self.rows:
+            if spec.key == key:
+                return spec
+        raise UserError(f"table {self.id} has no row {key!r}; rows: {[r.key for r in self.rows]}")
+
+    def on_paper_dataset(self, dataset: str) -> bool:
+        """Whether a run on registered dataset ``dataset`` ("voc") is on this table's dataset ("voc2012").
+
+        >>> Table("t", "p", "", ("voc2012",), (), (), {}).on_paper_dataset("voc")
+        True
+        """
+        name = _alnum(dataset)
+        return bool(name) and any(_alnum(d).startswith(name) for d in self.datasets)
+
+    @property
+    def grouped(self) -> bool:
+        return any(r.group for r in self.rows)
+
+    def match(self, records: list[dict]) -> dict[str, list[dict]]:
+        """The run records of each row with a recipe: same method, and the row's overrides in the config."""
+        out = {}
+        for spec in self.rows:
+            if spec.method is None:
+                continue
+            hits = [r for r in records if r.get("method") == spec.method
+                    and all(_same(_config_get(r.get("config", {}), k), v) for k, v in spec.overrides.items())]
+            if hits:
+                out[spec.key] = hits
+        return out
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _config_get(config: dict, dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; a missing key gives a sentinel that equals nothing."""
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+_MISSING = object()
+
+
+def _same(config_value: Any, override: Any) -> bool:
+    """An override (as written in reproduce.yaml, applied as a ``--set`` string) matches a config value.
+
+    >>> _same(5, "5"), _same(0.2, 0.2), _same(True, "true"), _same(_MISSING, "x")
+    (True, True, True, False)
+    """
+    if config_value is _MISSING:
+        return False
+    return str(config_value).lower() == str(override).lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the tables
+
+
+def _registered_methods() -> set[str] | None:
+    """Names in ``wsssbench.methods_api.METHODS``, or None while the harness is not installed."""
+    try:
+        from .methods_api import METHODS  # type: ignore[import-not-found]
+    except ImportError as err:
+        if err.name != "wsssbench.methods_api":
+            raise
+        return None
+    return set(METHODS.names())
+
+
+def _table_meta(root: str | Path | None) -> list[dict]:
+    metas = []
+    for path in sorted(reported_dir(root).glob("*_tables.yaml")):
+        data = load_yaml(path)
+        tables = data.get("tables") if isinstance(data, dict) else data
+        if not isinstance(tables, list):
+            raise UserError(f"{path}: should hold a list of tables (or a mapping with 'tables')")
+        for meta in tables:
+            if not isinstance(meta, dict) or "id" not in meta or "caption" not in meta:
+                raise UserError(f"{path}: every table needs an 'id' and a 'caption' (got {meta!r})")
+            paper = meta.get("paper") or (data.get("paper") if isinstance(data, dict) else None)
+            metas.append({**meta, "paper": paper or path.name.removesuffix("_tables.yaml"), "_path": path})
+    return metas
+
+
+def _as_tuple(value: Any) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return tuple(v.strip() for v in str(value).split(",")) if isinstance(value, str) else (value,)
+
+
+def load_tables(root: str | Path | None = None) -> dict[str, Table]:
+    """Every table of every paper, keyed by id, in the order the papers' yaml files list them."""
+    cells = load_reported(root)
+    recipes_path = Path(root or LEADERBOARD_DIR) / "reproduce.yaml"
+    recipes = load_yaml(recipes_path) if recipes_path.exists() else {}
+    methods = _registered_methods()
+    by_table: dict[str, list[Cell]] = {}
+    for c in cells:
+        by_table.setdefault(c.table, []).append(c)
+    tables: dict[str, Table] = {}
+    for meta in _table_meta(root):
+        tid = meta["id"]
+        if tid in tables:
+            raise UserError(f"{meta['_path']}: table {tid} is described twice")
+        table_cells = by_table.pop(tid, [])
+        numbers = meta.get("numbers", True) is not False
+        if numbers and not table_cells:
+            raise UserError(f"{meta['_path']}: table {tid} has no cells in reported/*.csv; "
+                            "mark it 'numbers: false' if the paper prints none")
+        recipe = recipes.get(tid) or {}
+        table_cells = _with_text_columns(meta, table_cells)
+        header = [str(h) for h in meta.get("header") or []]
+        columns = tuple(dict.fromkeys([*header[1:], *(c.column for c in table_cells)]))
+        columns = tuple(c for c in columns if any(cell.column == c for cell in table_cells))
+        rows = tuple(_row_spec(key, table_cells, recipe.get("rows", {}), methods)
+                     for key in dict.fromkeys(c.row_key for c in table_cells))
+        unknown = set(recipe.get("rows", {})) - {r.key for r in rows}
+        if unknown:
+            raise UserError(f"{recipes_path}: table {tid} has no row(s) {sorted(unknown)}")
+        for column, metric in (recipe.get("metrics") or {}).items():
+            if column not in columns or metric not in SEG_METRICS + WSOL_METRICS:
+                raise UserError(f"{recipes_path}: table {tid} metrics maps {column!r} to {metric!r}; columns: "
+                                f"{list(columns)}, metrics: {list(SEG_METRICS + WSOL_METRICS)}")
+        tables[tid] = Table(
+            id=tid, paper=meta["paper"], caption=" ".join(str(meta["caption"]).split()),
+            datasets=_as_tuple(meta.get("dataset")), columns=columns, rows=rows,
+            cells={(c.row_key, c.column): c for c in table_cells},
+            metrics=dict(recipe.get("metrics", {})),
+            row_header=meta.get("row_header") or (header[0] if header else "Method"),
+            group_header=meta.get("group_header") or "", numbers=numbers, source=meta.get("source", ""),
+            source_lines=_as_tuple(meta.get("source_lines")))
+    if by_table:
+        raise UserError(f"{reported_dir(root)}: table(s) {sorted(by_table)} have cells but no entry in any "
+                        "*_tables.yaml")
+    return tables
+
+
+def _with_text_columns(meta: dict, cells: list[Cell]) -> list[Cell]:
+    """Add the printed text columns a ``*_tables.yaml`` describes instead of the CSV: ``text_columns``
+    ({column: {row: text}}) and ``backbone_column`` (the CSV's ``backbone`` field, printed as a column)."""
+    extra = []
+    first_cells = {}
+    for c in cells:
+        first_cells.setdefault(c.row_key, c)
+    if meta.get("backbone_column"):
+        extra += [replace(c, column=meta["backbone_column"], value=c.backbone, unit="", flags=(), delta="", note="")
+                  for c in first_cells.values() if c.backbone]
+    for column, texts in (meta.get("text_columns") or {}).items():
+        for row, text in (texts or {}).items():
+            if row not in first_cells:
+                raise UserError(f"{meta['_path']}: text_columns {column!r} names row {row!r}, which table "
+                                f"{meta['id']} does not have")
+            extra.append(replace(first_cells[row], column=column, value=str(text), unit="", flags=(), delta="",
+                                 note=""))
+    return cells + extra
+
+
+def _row_spec(key: str, cells: list[Cell], recipes: dict, methods: set[str] | None) -> RowSpec:
+    first = next(c for c in cells if c.row_key == key)
+    recipe = recipes.get(key) or {}
+    method = recipe.get("method")
+    if method is None:
+        missing = recipe.get("missing") or "no reproduction recipe for this row yet"
+    elif methods is None:
+        missing = "the harness (wsssbench.methods_api) is not installed"
+    elif method not in methods:
+        missing = f"method {method!r} is not in the toolkit yet"
+    else:
+        missing = ""
+    return RowSpec(key=key, label=first.row, group=first.group, method=method,
+                   overrides=dict(recipe.get("overrides") or {}), tolerance=recipe.get("tolerance"),
+                   missing=missing)
+
+
+def get_table(table_id: str, root: str | Path | None = None) -> Table:
+    tables = load_tables(root)
+    if table_id not in tables:
+        raise UserError(f"unknown table {table_id!r}; known: {', '.join(tables)} (see `wsssbench table --list`)")
+    return tables[table_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproduced numbers
+
+
+@dataclass(frozen=True)
+class Reproduced:
+    """Reproduced values of one table: per (row key, metric) the values over seeds, with provenance."""
+
+    values: dict[tuple[str, str], list[float]]
+    protocols: dict[str, list[str]]            # metric -> distinct protocol presets
+    datasets: list[str]                        # distinct "dataset[/preset]" of the records used
+    random_init: bool                          # some record had no pretrained weights
+
+    def summary(self, row: str, metric: str) -> tuple[float, float, int] | None:
+        vals = self.values.get((row, metric))
+        if not vals:
+            return None
+        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
+
+
+def reproduce(table: Table, records: list[dict]) -> Reproduced:
+    values: dict[tuple[str, str], list[float]] = {}
+    protocols: dict[str, list[str]] = {}
+    row_protocols: dict[tuple[str, str], set[str]] = {}
+    datasets: list[str] = []
+    random_init = False
+    for key, hits in table.match(records).items():
+        for rec in hits:
+            name = rec["dataset"] + (f"/{rec['dataset_preset']}" if rec.get("dataset_preset") else "")
+            if name not in datasets:
+                datasets.append(name)
+            random_init |= rec.get("pretrained") is None
+            for metric in table.metrics.values():
+                if metric in rec["metrics"]:
+                    values.setdefault((key, metric), []).append(float(rec["metrics"][metric]))
+                    row_protocols.setdefault((key, metric), set()).add(rec["protocols"][metric])
+                    if rec["protocols"][metric] not in protocols.setdefault(metric, []):
+                        protocols[metric].append(rec["protocols"][metric])
+    for (key, metric), names in row_protocols.items():
+        if len(names) > 1:      # a mean over different scoring conventions would be no number at all
+            raise UserError(f"table {table.id} row {key!r}: the records score {metric} with different protocols "
+                            f"({', '.join(sorted(names))}); render one protocol at a time")
+    return Reproduced(values, protocols, datasets, random_init)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def grid(table: Table, reproduced: Reproduced | None = None,
+         superscript: str | None = None) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, rows as strings, and each column's alignment ("l" text, "r" numbers): row label first,
+    then the group (when the table has groups), the printed columns, and with ``reproduced`` an
+    "ours" and a "Δ" column after each metric column. ``superscript`` (e.g. ``"{value} ({delta})"``)
+    shows a printed superscript such as Table 2's gains; without it a cell is its bare value."""
+    header = [table.row_header or "Method"]
+    aligns = ["l"]
+    if table.grouped:
+        header.append(table.group_header or "Group")
+        aligns.append("l")
+    for col in table.columns:
+        header.append(col)
+        numeric = any(c.number is not None for (_, name), c in table.cells.items() if name == col)
+        aligns.append("r" if numeric else "l")
+        if reproduced is not None and col in table.metrics:
+            header += [f"{col} (ours)", f"Δ {col}"]
+            aligns += ["r", "r"]
+    body = []
+    for spec in table.rows:
+        line = [spec.label] + ([spec.group] if table.grouped else [])
+        for col in table.columns:
+            cell = table.cell(spec.key, col)
+            text = cell.value if cell else ""
+            if cell is not None and cell.delta and superscript:
+                text = superscript.format(value=cell.value, delta=cell.delta)
+            line.append(text)
+            if reproduced is not None and col in table.metrics:
+                line += _ours(cell, reproduced.summary(spec.key, table.metrics[col]))
+        body.append(line)
+    return header, body, aligns
+
+
+def _ours(cell: Cell | None, summary: tuple[float, float, int] | None) -> list[str]:
+    if summary is None:
+        return ["", ""]
+    mean, std, n = summary
+    places = decimals(cell.value) if cell is not None and cell.number is not None else 1
+    ours = f"{mean:.{places}f}" + (f" ± {std:.{places}f} (n={n})" if n > 1 else "")
+    delta = f"{mean - cell.number:+.{places}f}" if cell is not None and cell.number is not None else ""
+    return [ours, delta]
+
+
+def footnotes(table: Table, reproduced: Reproduced | None) -> list[str]:
+    notes = []
+    if not table.numbers:
+        notes.append("The paper names this table but its numbers are not in the paper text; none are recorded.")
+    if reproduced is not None:
+        if not reproduced.values:
+            notes.append("No run record matches a row of this table.")
+        else:
+            notes.append(f"ours: mean ± std over seeds, on {', '.join(reproduced.datasets)}; protocols: "
+                         + ", ".join(f"{m}={'/'.join(p)}" for m, p in reproduced.protocols.items()))
+            if reproduced.random_init:
+                notes.append("some runs used randomly initialised backbones: not comparable to the paper.")
+    return notes
+
+
+def render(table: Table, fmt: str = "md", reproduced: Reproduced | None = None) -> str | Any:
+    """The table in ``fmt`` (a string; for ``rich``, a renderable)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    header, body, aligns = grid(table, reproduced, _SUPERSCRIPT[fmt])
+    notes = footnotes(table, reproduced)
+    return _RENDERERS[fmt](table, header, body, aligns, notes, reproduced)
+
+
+def _render_rich(table, header, body, aligns, notes, reproduced):
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    if not table.numbers:
+        return Text("\n".join([f"{table.id} ({table.paper})", table.caption, *notes]))
+    out = RichTable(title=f"{table.id} ({table.paper})", caption="\n".join([table.caption, *notes]),
+                    caption_justify="left")
+    for name, align in zip(header, aligns):
+        out.add_column(name, justify="right" if align == "r" else "left", no_wrap=align == "r")
+    for i, line in enumerate(body):
+        shown = list(line)
+        if table.grouped and i and body[i - 1][1] == line[1]:
+            shown[1] = ""        # print a group's name once, as the paper does
+        last_of_group = table.grouped and (i + 1 == len(body) or body[i + 1][1] != line[1])
+        out.add_row(*shown, end_section=last_of_group)
+    return out
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _render_md(table, header, body, aligns, notes, reproduced):
+    lines = [f"**{table.id}** ({table.paper}): {_md_escape(table.caption)}", ""]
+    lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+    lines.append("|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|")
+    lines += ["| " + " | ".join(_md_escape(v) for v in line) + " |" for line in body]
+    lines += [""] + [f"*{_md_escape(n)}*" for n in notes] if notes else []
+    return "\n".join(lines) + "\n"
+
+
+def _render_csv(table, header, body, aligns, notes, reproduced):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(body)
+    return buf.getvalue()
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                  "$": r"\$", "–": "--", "±": r"$\pm$", "Δ": r"$\Delta$", "†": r"$\dagger$", "∗": "*",
+                  "←": r"$\leftarrow$", "✓": r"$\checkmark$"}
+
+
+def latex_escape(text: str) -> str:
+    r"""Escape text for LaTeX, keeping ``$...$`` math as printed in the paper text.
+
+    >>> latex_escape("R&D 5% $C_{\\text{x}}$")
+    'R\\&D 5\\% $C_{\\text{x}}$'
+    """
+    parts = re.split(r"(\$[^$]+\$)", text)
+    return "".join(p if p.startswith("$") and p.endswith("$") and len(p) > 1
+                   else "".join(_LATEX_SPECIAL.get(ch, ch) for ch in p) for p in parts)
+
+
+def _render_latex(table, header, body, aligns, notes, reproduced):
+    spec = "".join(aligns)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    for i, line in enumerate(body):
+        if table.grouped and i and body[i - 1][1] != line[1]:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(latex_escape(v) for v in line) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{{latex_escape(' '.join([table.caption, *notes]))}}}",
+              rf"\label{{tab:{table.id.replace(':', '-')}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _render_json(table, header, body, aligns, notes, reproduced):
+    rows = []
+    for spec, line in zip(table.rows, body):
+        entry: dict[str, Any] = {"label": spec.label, "group": spec.group, "key": spec.key,
+                                 "method": spec.method, "overrides": spec.overrides,
+                                 "runnable": spec.runnable, "missing": spec.missing or None, "cells": {}}
+        for col in table.columns:
+            cell = table.cell(spec.key, col)
+            if cell is None:
+                continue
+            entry["cells"][col] = {"value": cell.value, "flags": list(cell.flags), "delta": cell.delta or None,
+                                   "source_line": cell.source_line}
+            if reproduced is not None and col in table.metrics:
+                s = reproduced.summary(spec.key, table.metrics[col])
+                if s is not None:
+                    entry["cells"][col]["reproduced"] = {"metric": table.metrics[col], "mean": s[0], "std": s[1],
+                                                         "n": s[2], "delta": s[0] - cell.number
+                                                         if cell.number is not None else None}
+        rows.append(entry)
+    obj = {"id": table.id, "paper": table.paper, "caption": table.caption, "datasets": list(table.datasets),
+           "numbers": table.numbers, "source": table.source, "source_lines": list(table.source_lines),
+           "header": header, "rows": rows, "notes": notes}
+    if reproduced is not None:
+        obj["reproduced"] = {"datasets": reproduced.datasets, "protocols": reproduced.protocols,
+                             "random_init": reproduced.random_init}
+    return dumps(obj) + "\n"
+
+
+_RENDERERS = {"rich": _render_rich, "md": _render_md, "csv": _render_csv, "latex": _render_latex,
+              "json": _render_json}
