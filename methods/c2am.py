@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from wsssbench.errors import UserError
 from wsssbench.io import atomic_path, write_json
 from wsssbench.methods_api import METHODS, CamConfig, ClassifierStage, Method
 
@@ -231,6 +232,10 @@ def _continue_training(ctx, model, workdir: Path, adjust: Callable[[torch.Tensor
 
     cfg = ctx.cfg
     size = cfg.c2am_size or cfg.cls_size
+    for name, value, least in (("c2am_batch_size", cfg.c2am_batch_size, 1), ("c2am_size", size, 1),
+                               ("c2am_epochs", cfg.c2am_epochs, 0)):
+        if value < least:
+            raise UserError(f"--set {name}={value}: must be at least {least}")
 
     def step(ctx, model, batch):
         return bce_loss(adjust(model(batch["image"]).float()), batch["labels"])

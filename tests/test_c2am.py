@@ -264,3 +264,11 @@ def test_c2am_through_the_harness_shares_the_base_classifier(tmp_path, monkeypat
     assert Path(const.artifacts["classifier"]).name.startswith("classifier-cam_constant-")
     assert rec.config["c2am_lr"] == 0.0005 and const.config["c2am_constant"] == 0.2
     assert {"seed_miou", "pseudo_miou"} <= set(rec.metrics)
+
+
+def test_bad_continued_training_settings_are_one_line(tmp_path):
+    from wsssbench.errors import UserError
+
+    ctx, model = _tiny_ctx("cam_constant", c2am_batch_size="0")
+    with pytest.raises(UserError, match="c2am_batch_size=0: must be at least 1"):
+        c2am.run_cam_constant(ctx, model, tmp_path)
