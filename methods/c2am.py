@@ -1,0 +1,283 @@
+"""C2AM (Wang, "Causal Class Activation Maps for WSSS") and its "CAM+Constant" ablation.
+
+C2AM continues training a pre-trained CAM classifier with the front-door adjusted score
+(paper Eq. 2-3, App. B): the class logits, multiplied by the **Global CAM** of their class and
+mean-pooled, go into the BCE loss. The Global CAM of class z is the mean, over the training images
+labelled z, of their max-normalised CAMs from the pre-trained classifier at a fixed resolution
+(uniform P(x) over the N_z images, Sec. 3.3). Because the mean is linear, the adjusted score is the
+logit times the constant M_z = mean of Global CAM_z (Eq. 6, Fig. 7); "CAM+Constant" replaces M_z by
+0.2 for every class (Table 1 caption).
+
+The hyperparameters the paper prints (its Tables 2-4) are data in ``c2am_hparams.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from wsssbench.errors import UserError
+from wsssbench.io import atomic_path, write_json
+from wsssbench.methods_api import METHODS, CamConfig, ClassifierStage, Method
+
+HPARAMS_PATH = Path(__file__).with_name("c2am_hparams.yaml")
+NORM_EPS = 1e-5  # CAM_z / (max CAM_z + 1e-5): IRN's and c2am's make_cam.py / make_square_cam.py
+
+
+def load_hparams(path: Path = HPARAMS_PATH) -> dict:
+    """The paper's Tables 2-4 (and the Global CAM / constant settings) as a dict of sections."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+_HP = load_hparams()
+_CLS, _RW = _HP["classifier"], _HP["random_walk"]
+
+
+@dataclass
+class ContinuedConfig(CamConfig):
+    """CAM's config plus the continued training of the base classifier (C2AM Table 2; App. D).
+
+    The ``c2am_`` fields join only the continued stage's cache key, so ``cam``, ``cam_constant``
+    and ``c2am`` share one base classifier. Table 3's thresholds replace IRN's for the random walk.
+    """
+
+    c2am_lr: float = _CLS["lr"]                      # Table 2: 0.0005 (head 10x, poly 0.9, as the base stage)
+    c2am_epochs: int = _CLS["epochs"]                # Table 2: 4
+    c2am_batch_size: int = _CLS["batch_size"]        # Table 2: 16
+    c2am_size: int | None = None                     # Table 2 crop 512 = IRN's base crop; None: the base cls_size
+    c2am_weight_decay: float = _CLS["weight_decay"]  # Table 2: 1e-4
+    rw_conf_fg: float = _RW["conf_fg_thres"]         # Table 3: 0.38 (code 0.375)
+    rw_conf_bg: float = _RW["conf_bg_thres"]         # Table 3: 0.10
+    rw_bg_threshold: float = _RW["sem_seg_bg_thres"]  # Table 3: 0.21 (code 0.20)
+
+
+@dataclass
+class C2AMConfig(ContinuedConfig):
+    c2am_gcam_size: int = _HP["global_cam"]["size"]  # code cam_square_shape 128 (the paper names none)
+    c2am_gcam_scales: tuple[float, ...] = tuple(_HP["global_cam"]["scales"])  # code cam_scales (six)
+
+
+@dataclass
+class CamConstantConfig(ContinuedConfig):
+    c2am_constant: float = _HP["constant"]["value"]  # Table 1 caption: logits x 0.2
+
+
+class GlobalCAM:
+    """Accumulator of the per-class mean of max-normalised CAMs (paper Eq. 2, "Global CAM").
+
+    ``update`` takes a batch of CAMs (any resolution) with the image-level labels; each labelled
+    class's map is clamped at 0 (Eq. 1's ReLU), resized bilinearly to ``size`` (the whole map, as
+    c2am's ``make_square_cam.py`` squashes every image to 128 x 128), divided by its max + 1e-5,
+    and added to that class's running sum. State is additive (sum, count), so shards ``merge``.
+
+    >>> g = GlobalCAM(num_classes=2, size=(2, 2))
+    >>> g.update(torch.tensor([[[[1., 0.], [0., 0.]], [[0., 0.], [0., 0.]]]]), torch.tensor([[1, 0]]))
+    >>> g.update(torch.tensor([[[[0., 0.], [0., 2.]], [[0., 0.], [0., 0.]]]]), torch.tensor([[1, 0]]))
+    >>> g.compute()[0].numpy().round(3).tolist()
+    [[0.5, 0.0], [0.0, 0.5]]
+    >>> g.count.tolist()
+    [2, 0]
+    """
+
+    def __init__(self, num_classes: int, size: tuple[int, int] = (128, 128)):
+        self.num_classes = num_classes
+        self.size = tuple(size)
+        self.sum = torch.zeros((num_classes, *self.size), dtype=torch.float64)
+        self.count = torch.zeros(num_classes, dtype=torch.int64)
+
+    def update(self, cams: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch: ``cams`` (B, C, h, w) class maps, ``labels`` (B, C) multi-hot image labels."""
+        cams = cams.detach().float().clamp(min=0)
+        if cams.shape[-2:] != self.size:
+            cams = F.interpolate(cams, self.size, mode="bilinear", align_corners=False)
+        cams = cams / (cams.amax(dim=(2, 3), keepdim=True) + NORM_EPS)
+        mask = labels.to(cams.device).bool()
+        self.sum += (cams * mask[:, :, None, None]).sum(0).double().cpu()
+        self.count += mask.sum(0).cpu()
+
+    def update_keys(self, cams: torch.Tensor, keys: Sequence[int]) -> None:
+        """Add one image's CAMs given only for its labelled classes: ``cams`` (k, h, w), ``keys`` ids."""
+        full = torch.zeros((1, self.num_classes, *cams.shape[-2:]), dtype=torch.float32)
+        labels = torch.zeros((1, self.num_classes), dtype=torch.bool)
+        keys = torch.as_tensor(list(keys), dtype=torch.long)
+        full[0, keys] = torch.as_tensor(cams, dtype=torch.float32)
+        labels[0, keys] = True
+        self.update(full, labels)
+
+    def merge(self, other: "GlobalCAM") -> "GlobalCAM":
+        if (other.num_classes, other.size) != (self.num_classes, self.size):
+            raise ValueError("GlobalCAM.merge: shapes differ")
+        self.sum += other.sum
+        self.count += other.count
+        return self
+
+    def compute(self) -> torch.Tensor:
+        """(C, H, W) float32: the mean map per class; a class no image carries stays all-zero."""
+        return (self.sum / self.count.clamp(min=1)[:, None, None]).float()
+
+
+def class_constants(global_cam: torch.Tensor) -> torch.Tensor:
+    """M_z = GAP(Global CAM_z) (paper Eq. 6; plotted in its Fig. 7), shape (C,)."""
+    return global_cam.mean(dim=(-2, -1))
+
+
+def front_door_logits(logits: torch.Tensor, global_cam: torch.Tensor) -> torch.Tensor:
+    """The adjusted score s_z = mean_{h,w}(logit_z * Global CAM_z) (Eq. 3 with mean pooling, App. B).
+
+    The paper's line ``torch.mean(x.unsqueeze(2).unsqueeze(2) * global_cam, dim=(2, 3))`` builds a
+    (B, C, H, W) tensor; by linearity it equals ``logits * M_z``, computed here without it.
+    """
+    return logits * class_constants(global_cam).to(logits)
+
+
+def constant_logits(logits: torch.Tensor, constant: float) -> torch.Tensor:
+    """CAM+Constant: the logits times one constant (0.2 in the paper's Table 1)."""
+    return logits * constant
+
+
+def bce_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE on sigmoid(score) (paper Eq. 4), mean over batch and classes.
+
+    App. B writes ``torch.nn.BCELoss()(x, labels)`` on logits; the released code
+    (``train_c2am.py``) uses ``BCEWithLogitsLoss``, which is Eq. 4 — this follows the code.
+    """
+    return F.binary_cross_entropy_with_logits(scores, labels.to(scores))
+
+
+def plot_global_cams(global_cam: torch.Tensor, class_names: Sequence[str], path: Path) -> Path:
+    """The Global CAM of every class as one PNG grid (the paper's Fig. 10)."""
+    plt = _pyplot()
+    maps = global_cam.detach().cpu().numpy()
+    n = len(maps)
+    cols = min(5, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name, m in zip(axes.flat, class_names, maps):
+        ax.imshow(m, cmap="jet", vmin=0.0, vmax=max(float(m.max()), 1e-6))
+        ax.set_title(name, fontsize=9)
+    fig.suptitle("Global CAM per class (C2AM Fig. 10)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_constants(constants: torch.Tensor, class_names: Sequence[str], path: Path) -> Path:
+    """M_z per class as a bar chart (the paper's Fig. 7)."""
+    plt = _pyplot()
+    values = constants.detach().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(values) + 1.5), 3.4))
+    ax.bar(range(len(values)), values, color="tab:blue")
+    ax.set_xticks(range(len(values)), list(class_names), rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("$M_z$ = mean of Global CAM$_z$")
+    ax.set_title("$M_z$ per class (C2AM Eq. 6, Fig. 7)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+# --- the adapters -------------------------------------------------------------------------------
+
+
+def _train_samples(ctx) -> list:
+    """The base classifier's training images (the harness's rule: ``train_aug`` if the layout has it)."""
+    names = ctx.dataset.split_names()
+    return ctx.dataset.samples("train_aug" if "train_aug" in names else "train")
+
+
+def _fg_class_names(dataset) -> list[str]:
+    names = list(dataset.class_names)
+    return names[1:] if dataset.has_background else names
+
+
+def compute_global_cam(ctx, model, samples, size: int, scales: Sequence[float]) -> GlobalCAM:
+    """The Global CAM of ``model`` over ``samples``: multi-scale + flip CAMs of each image's labelled
+    classes (the harness's CAM inference, as c2am's ``make_square_cam.py``), squashed to size²."""
+    from wsssbench.stages.common import label_vector
+    from wsssbench.stages.infer_cams import multiscale_cams, same_size_batches
+
+    acc = GlobalCAM(ctx.num_fg, (size, size))
+    model.to(ctx.device).eval()
+    for group, images in same_size_batches(ctx.dataset, samples, 16):
+        cams, _ = multiscale_cams(model, np.stack(images), scales, True, ctx.device)
+        acc.update(cams, torch.stack([label_vector(ctx.dataset, s) for s in group]))
+    return acc
+
+
+def _continue_training(ctx, model, workdir: Path, adjust: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Continue training the base classifier with BCE on ``adjust(logits)`` (Table 2 settings)."""
+    from wsssbench.stages.train_classifier import train
+
+    cfg = ctx.cfg
+    size = cfg.c2am_size or cfg.cls_size
+    for name, value, least in (("c2am_batch_size", cfg.c2am_batch_size, 1), ("c2am_size", size, 1),
+                               ("c2am_epochs", cfg.c2am_epochs, 0)):
+        if value < least:
+            raise UserError(f"--set {name}={value}: must be at least {least}")
+
+    def step(ctx, model, batch):
+        return bce_loss(adjust(model(batch["image"]).float()), batch["labels"])
+
+    losses = train(ctx, model, step, _train_samples(ctx), epochs=cfg.c2am_epochs, batch_size=cfg.c2am_batch_size,
+                   lr=cfg.c2am_lr, weight_decay=cfg.c2am_weight_decay, size=size, workers=cfg.cls_workers)
+    write_json(workdir / "continued_training.json", {"epoch_loss": losses, "size": size})
+
+
+def run_c2am(ctx, model, workdir: Path) -> None:
+    """C2AM's stage: Global CAM of the base classifier (artifact + Figs. 7, 10), then Eq. 3 training."""
+    cfg = ctx.cfg
+    acc = compute_global_cam(ctx, model, _train_samples(ctx), cfg.c2am_gcam_size, cfg.c2am_gcam_scales)
+    global_cam = acc.compute()
+    constants = class_constants(global_cam)
+    names = _fg_class_names(ctx.dataset)
+    with atomic_path(workdir / "global_cam.npz") as tmp:
+        np.savez_compressed(tmp, global_cam=global_cam.numpy(), count=acc.count.numpy(),
+                            constants=constants.numpy(), class_names=np.array(names))
+    plot_global_cams(global_cam, names, workdir / "global_cam.png")
+    plot_constants(constants, names, workdir / "constants.png")
+    gcam = global_cam.to(ctx.device)
+    _continue_training(ctx, model, workdir, lambda logits: front_door_logits(logits, gcam))
+
+
+def run_cam_constant(ctx, model, workdir: Path) -> None:
+    """CAM+Constant's stage: continue training with the logits times ``c2am_constant``."""
+    c = ctx.cfg.c2am_constant
+    _continue_training(ctx, model, workdir, lambda logits: constant_logits(logits, c))
+
+
+METHODS.add("c2am", Method(
+    name="c2am",
+    config=C2AMConfig,
+    summary="Causal CAM: continue training the CAM classifier with logits x Global CAM, mean-pooled "
+            "(front-door adjustment; Wang 2022)",
+    classifier_stages=(ClassifierStage("c2am", "c2am_", run_c2am),),
+))
+
+METHODS.add("cam_constant", Method(
+    name="cam_constant",
+    config=CamConstantConfig,
+    summary="CAM+Constant (C2AM Table 1): continue training the CAM classifier with logits x 0.2",
+    classifier_stages=(ClassifierStage("cam_constant", "c2am_", run_cam_constant),),
+))
