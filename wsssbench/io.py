@@ -22,6 +22,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
                                dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)     # mkstemp makes 0600; results should read like any file
     try:
         yield tmp_path
         os.replace(tmp_path, path)
