@@ -38,16 +38,23 @@ def crf_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, t: int = 10
     return np.argmax(np.array(q).reshape(n_labels, h, w), axis=0)
 
 
-def crf_probs(image: np.ndarray, probs: np.ndarray, t: int = 10) -> np.ndarray:
-    """SEAM imutils.crf_inference: unary −log p, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10."""
+def dense_crf(image: np.ndarray, probs: np.ndarray, *, gaussian: tuple[float, float],
+              bilateral: tuple[float, float, float], t: int = 10) -> np.ndarray:
+    """Dense CRF with a softmax unary (−log p): ``gaussian`` = (sxy, compat), ``bilateral`` = (sxy, srgb, compat)."""
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax
     n, h, w = probs.shape
     d = dcrf.DenseCRF2D(w, h, n)
     d.setUnaryEnergy(unary_from_softmax(np.ascontiguousarray(probs, dtype=np.float32)))
-    d.addPairwiseGaussian(sxy=3, compat=3)
-    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.require(image, np.uint8, ["C", "W"]), compat=10)
+    d.addPairwiseGaussian(sxy=gaussian[0], compat=gaussian[1])
+    d.addPairwiseBilateral(sxy=bilateral[0], srgb=bilateral[1], rgbim=np.require(image, np.uint8, ["C", "W"]),
+                           compat=bilateral[2])
     return np.array(d.inference(t)).reshape(n, h, w)
+
+
+def crf_probs(image: np.ndarray, probs: np.ndarray, t: int = 10) -> np.ndarray:
+    """SEAM imutils.crf_inference: Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10."""
+    return dense_crf(image, probs, gaussian=(3, 3), bilateral=(80, 13, 10), t=t)
 
 
 def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, conf_fg: float, conf_bg: float) -> np.ndarray:

@@ -10,19 +10,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .common import poly_lr, to_tensor
-from .expand import save_mask
+from .expand import dense_crf, save_mask
 
 
 def crf_post(image: np.ndarray, probs: np.ndarray, t: int = 10) -> np.ndarray:
     """deeplab-pytorch's post-CRF: Gaussian w 3 xy 1, bilateral w 4 xy 67 rgb 3, 10 iterations."""
-    import pydensecrf.densecrf as dcrf
-    from pydensecrf.utils import unary_from_softmax
-    c, h, w = probs.shape
-    d = dcrf.DenseCRF2D(w, h, c)
-    d.setUnaryEnergy(unary_from_softmax(np.ascontiguousarray(probs, dtype=np.float32)))
-    d.addPairwiseGaussian(sxy=1, compat=3)
-    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.require(image, np.uint8, ["C", "W"]), compat=4)
-    return np.array(d.inference(t)).reshape(c, h, w)
+    return dense_crf(image, probs, gaussian=(1, 3), bilateral=(67, 3, 4), t=t)
 
 
 def _training_pairs(ctx, samples, masks_dir: Path, size: int):
