@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import yaml
 
 from wsssbench.errors import UserError
-from wsssbench.io import atomic_path, write_json
+from wsssbench.io import atomic_path, save_figure, write_json
 from wsssbench.methods_api import METHODS, CamConfig, ClassifierStage, Method
 
 HPARAMS_PATH = Path(__file__).with_name("c2am_hparams.yaml")
@@ -191,11 +191,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _pyplot().close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # --- the adapters -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from .cams import load_cams
-from .io import atomic_path
+from .io import save_figure
 
 
 def palette(n: int = 256) -> np.ndarray:
@@ -54,7 +54,4 @@ def run_figure(dataset, inputs: dict, path: Path) -> Path:
     for ax, title in zip(axes[0], cols):
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)

@@ -54,6 +54,17 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write a matplotlib figure as PNG atomically, then close it (figures are made once, never shown)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def dumps(obj: Any) -> str:
     """The one JSON rendering of ``--json`` outputs (numpy values and paths allowed)."""
     return json.dumps(obj, indent=2, default=_json_default)

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from ..io import atomic_path, dumps
+from ..io import dumps, save_figure
 from .app import eval_app
 
 _DATASET = typer.Option("synthetic", "--dataset", help="Dataset reader name (synthetic, voc, coco, ...).")
@@ -135,6 +135,4 @@ def _plot(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

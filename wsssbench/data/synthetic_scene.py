@@ -181,7 +181,6 @@ def _place(rng, h: int, w: int, r: float, taken: list[tuple[float, float, float]
 def render(classes: list[ClassSpec], rng: np.random.Generator, h: int, w: int, primaries: list[int],
            confounding: float, base_rate: float, scale: tuple[float, float]) -> Scene:
     """One image with the given primary objects; contexts drawn per the confounding rule above."""
-    k = len(classes)
     side = min(h, w)
     period = max(4, int(round(side / 10)))
     canvas = _Canvas(h, w, rng, period)

@@ -6,6 +6,8 @@ returns all five, which is how CONTA's block-2–5 hook and IRN's multi-level ed
 """
 from __future__ import annotations
 
+import operator
+from itertools import accumulate
 from typing import Callable
 
 import torch
@@ -109,11 +111,7 @@ class SmallNet(Backbone):
                 _conv_bn_relu(w[i - 1], w[i], s, d), _conv_bn_relu(w[i], w[i], 1, d)))
         self.block5 = _conv_bn_relu(w[3], w[4], *plan[4])
         self.stage_channels = w
-        strides, total = [], 1
-        for s, _ in plan:
-            total *= s
-            strides.append(total)
-        self.stage_strides = tuple(strides)
+        self.stage_strides = tuple(accumulate((s for s, _ in plan), operator.mul))
         init_weights(self)
 
 

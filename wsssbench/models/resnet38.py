@@ -27,6 +27,9 @@ Module names follow the converted MXNet checkpoint the references load
 """
 from __future__ import annotations
 
+import operator
+from itertools import accumulate
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,11 +114,7 @@ class ResNet38(Backbone):
         self.b6 = BottleneckUnit(1024, 2048, *plan[5], dropout=0.3)
         self.b7 = BottleneckUnit(2048, 4096, *plan[6], dropout=0.5)
         self.bn7 = nn.BatchNorm2d(4096)
-        strides, total = [], 1
-        for s, _ in plan:
-            total *= s
-            strides.append(total)
-        self.stage_strides = tuple(strides)
+        self.stage_strides = tuple(accumulate((s for s, _ in plan), operator.mul))
         init_weights(self)
 
     @property
