@@ -126,3 +126,14 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
     if env:
         return Path(env).expanduser() / name
     return Path.home() / ".cache" / "wsssbench" / "data" / name
+
+
+def find_layout(name: str, root: str | os.PathLike | None, subdirs: tuple[str, ...], marker: str,
+                what: str, layout: str) -> Path:
+    """The folder holding a dataset's layout: the resolved root or one of its ``subdirs``, whichever has
+    ``marker``; none → a :class:`UserError` showing the expected ``layout``."""
+    base = resolve_root(name, root)
+    for cand in (base, *(base / d for d in subdirs)):
+        if (cand / marker).exists():
+            return cand
+    raise UserError(f"{base}: no {what} layout found; {layout}")

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import DATASETS
-from .base import Dataset, Sample, resolve_root
+from .base import Dataset, Sample, find_layout
 
 RECIPE = "recam"
 
@@ -131,13 +131,8 @@ def recam_mask(api, image_id: int, lut: dict[int, int]) -> np.ndarray:
     return out
 
 
-def _find_coco_root(root: Path) -> Path:
-    for cand in (root, root / "coco", root / "COCO", root / "MSCOCO"):
-        if (cand / "annotations").is_dir():
-            return cand
-    raise UserError(f"{root}: no MS-COCO 2014 layout found; {LAYOUT}")
-
-
 @DATASETS.register("coco")
 def coco(root=None) -> COCOSegmentation:
-    return COCOSegmentation(_find_coco_root(resolve_root("coco", root)))
+    root = find_layout("coco", root, ("coco", "COCO", "MSCOCO"), "annotations",
+                       "MS-COCO 2014", LAYOUT)
+    return COCOSegmentation(root)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import DATASETS
-from .base import Dataset, Sample, read_lines, resolve_root
+from .base import Dataset, Sample, find_layout, read_lines
 
 LAYOUT = """expected layout (CUB_200_2011/):
   images/<class folder>/<name>.jpg
@@ -69,13 +69,8 @@ def _two(line: str, path: Path) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _find_cub_root(root: Path) -> Path:
-    for cand in (root, root / "CUB_200_2011"):
-        if (cand / "images.txt").is_file():
-            return cand
-    raise UserError(f"{root}: no CUB-200-2011 layout found; {LAYOUT}")
-
-
 @DATASETS.register("cub")
 def cub(root=None) -> CUB:
-    return CUB(_find_cub_root(resolve_root("cub", root)))
+    root = find_layout("cub", root, ("CUB_200_2011",), "images.txt",
+                       "CUB-200-2011", LAYOUT)
+    return CUB(root)

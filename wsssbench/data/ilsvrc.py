@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import DATASETS
-from .base import Box, Dataset, Sample, read_lines, resolve_root
+from .base import Box, Dataset, Sample, find_layout, read_lines
 
 LAYOUT = """expected layout (the Kaggle ILSVRC localization download):
   LOC_synset_mapping.txt              <synset> <names>, one line per class, in class order
@@ -111,13 +111,8 @@ class ILSVRC(Dataset):
         return out
 
 
-def _find_root(root: Path) -> Path:
-    for cand in (root, root / "imagenet-object-localization-challenge"):
-        if (cand / "LOC_synset_mapping.txt").is_file():
-            return cand
-    raise UserError(f"{root}: no ILSVRC localization layout found; {LAYOUT}")
-
-
 @DATASETS.register("ilsvrc")
 def ilsvrc(root=None) -> ILSVRC:
-    return ILSVRC(_find_root(resolve_root("ilsvrc", root)))
+    root = find_layout("ilsvrc", root, ("imagenet-object-localization-challenge",), "LOC_synset_mapping.txt",
+                       "ILSVRC localization", LAYOUT)
+    return ILSVRC(root)

@@ -167,8 +167,15 @@ class _Job:
 
 
 def _run_jobs(job: _Job, items: list[tuple], label: str, progress: bool) -> list[dict]:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     workers = min(2, os.cpu_count() or 1) if len(items) >= PARALLEL_MIN_IMAGES else 1
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

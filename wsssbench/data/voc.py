@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import DATASETS
-from .base import Dataset, Sample, read_lines, read_mask, resolve_root
+from .base import Dataset, Sample, find_layout, read_lines, read_mask
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
                "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -98,13 +98,8 @@ def _load_irn_cls_labels(root: Path, num_foreground: int) -> dict[str, tuple[int
     return out
 
 
-def _find_voc_root(root: Path) -> Path:
-    for cand in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
-        if (cand / "ImageSets" / "Segmentation").is_dir():
-            return cand
-    raise UserError(f"{root}: no VOC 2012 layout found; {LAYOUT}")
-
-
 @DATASETS.register("voc")
 def voc(root=None, **options) -> VOCSegmentation:
-    return VOCSegmentation(_find_voc_root(resolve_root("voc", root)), **options)
+    root = find_layout("voc", root, ("VOC2012", "VOCdevkit/VOC2012"), "ImageSets/Segmentation",
+                       "VOC 2012", LAYOUT)
+    return VOCSegmentation(root, **options)
