@@ -4,22 +4,25 @@ A *box protocol* says how a score map becomes boxes: the frame it is evaluated i
 binarisation and box extraction. Protocols are presets in :data:`BOX_PROTOCOLS`; ``wsolevaluation``
 reproduces clovaai/wsolevaluation@96f4b88 (``evaluation.py``, ``inference.py``) exactly.
 
-Speed: the reference thresholds a uint8 map, so a grid of θ only ever produces the levels
-``int(θ · u8.max())`` (at most 255 distinct masks). Boxes are computed once per distinct mask and the θ
-grid is mapped onto them; hit counts per (θ, δ) are additive state (:class:`BoxAccumulator`).
+Speed: the reference thresholds a uint8 map, so a grid of θ only ever produces the masks
+``u8 > int(θ · u8.max())``, at most 256. The boxes of all of them come from one pass over the pixels
+(component trees, :mod:`.level_sets`), each box stored once with the masks it belongs to, and the θ
+grid is mapped onto the masks: 1,000 θ cost what 100 do. Hit counts per (θ, δ) are additive state
+(:class:`BoxAccumulator`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
 from ..registry import Registry
+from .level_sets import NUM_LEVELS, level_set_boxes
 
 if TYPE_CHECKING:
     from .wsol_inputs import ScoreMaps
@@ -51,61 +54,28 @@ def box_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(degenerate, 0.0, inter / np.where(degenerate, 1, union))
 
 
-def contour_boxes(rois: Iterable[tuple[np.ndarray, tuple[int, int]]], size: tuple[int, int]
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Contour boxes of binary masks as wsolevaluation draws them, for many masks at once.
-
-    Each mask of an (H, W) = ``size`` frame comes as ``(roi, (x, y))``: the crop of the mask around its
-    foreground (zeros outside it) and the crop's corner; the contours are those of the whole mask.
+def mask_boxes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All contour boxes and the largest contour's box of one binary mask, as wsolevaluation draws them.
 
     Every contour of ``findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` counts, hole contours included;
     a box is ``[x, y, x + w, y + h]`` of the bounding rect with x1/y1 clipped to W−1/H−1; the largest
     contour is the first of maximal ``contourArea`` (polygon area). A mask without contours gives the
-    single box ``[0, 0, 0, 0]``. Returns ``(boxes (N, 4), starts (L,), largest (L, 4))``: mask i owns
-    ``boxes[starts[i]:starts[i + 1]]``. Bounding rects and polygon areas are computed on the contour
-    points in one vectorised pass (integer shoelace: exact, so the same order as ``contourArea``).
-    """
-    contours, owner, empty = [], [], []
-    i = -1
-    for i, (roi, offset) in enumerate(rois):
-        found = cv2.findContours(roi.view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE,
-                                 offset=offset)[0] if roi.size else ()
-        if len(found) == 0:
-            empty.append(i)
-            found = (np.zeros((1, 1, 2), dtype=np.int32),)      # stands for the box [0, 0, 0, 0]
-        contours.extend(found)
-        owner.extend([i] * len(found))
-    height, width = size
-    num_masks = i + 1
-    lengths = np.array([len(c) for c in contours])
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
-    x, y = pts[:, 0], pts[:, 1]
-    nxt = np.arange(len(pts)) + 1
-    nxt[first + lengths - 1] = first                             # each polygon closes on its first point
-    area2 = np.abs(np.add.reduceat(x * y[nxt] - x[nxt] * y, first))
-    boxes = np.stack([np.minimum.reduceat(x, first), np.minimum.reduceat(y, first),
-                      np.minimum(np.maximum.reduceat(x, first) + 1, width - 1),
-                      np.minimum(np.maximum.reduceat(y, first) + 1, height - 1)], axis=1)
-    owner = np.array(owner)
-    boxes[np.isin(owner, empty)] = 0
-    starts = np.searchsorted(owner, np.arange(num_masks))
-    # first contour of maximal area in each mask: sort by (mask, -area, position)
-    order = np.lexsort((np.arange(len(owner)), -area2, owner))
-    largest = boxes[order[np.searchsorted(owner[order], np.arange(num_masks))]]
-    return boxes, starts, largest
-
-
-def mask_boxes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All contour boxes and the largest contour's box of one binary mask (see :func:`contour_boxes`).
+    single box ``[0, 0, 0, 0]``.
 
     >>> ring = np.zeros((7, 7), bool); ring[1:6, 1:6] = True; ring[3, 3] = False
     >>> boxes, largest = mask_boxes(ring)
     >>> boxes.tolist(), largest.tolist()       # the outer contour, then the hole's
     ([[1, 1, 6, 6], [2, 2, 5, 5]], [1, 1, 6, 6])
     """
-    boxes, _, largest = contour_boxes([(np.ascontiguousarray(mask), (0, 0))], mask.shape)
-    return boxes, largest[0]
+    contours = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_TREE,
+                                cv2.CHAIN_APPROX_SIMPLE)[0]
+    if len(contours) == 0:
+        return np.zeros((1, 4), dtype=np.int64), np.zeros(4, dtype=np.int64)
+    height, width = mask.shape
+    x, y, w, h = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64).T
+    boxes = np.stack([x, y, np.minimum(x + w, width - 1), np.minimum(y + h, height - 1)], axis=1)
+    largest = max(range(len(contours)), key=lambda i: cv2.contourArea(contours[i]))
+    return boxes, boxes[largest]
 
 
 def resize_box(box: Sequence[float], image_wh: tuple[int, int], frame_wh: tuple[int, int]) -> tuple[int, ...]:
@@ -121,14 +91,15 @@ def resize_box(box: Sequence[float], image_wh: tuple[int, int], frame_wh: tuple[
 # ----------------------------------------------------------------------------------------- protocols
 @dataclass(frozen=True)
 class LevelBoxes:
-    """Boxes of one score map at every θ, computed once per distinct binary mask.
+    """Boxes of one score map at every θ, each stored once with the masks it is a contour of.
 
-    ``level_of[k]`` is the mask used at θ_k; mask i owns ``boxes[starts[i]:starts[i + 1]]`` (all its
-    contours' boxes, MaxBoxAccV2) and ``largest[i]`` (its largest contour's box: MaxBoxAcc, Top-k).
+    The map's binary masks are numbered 0…L−1 and θ_k uses mask ``level_of[k]``. Box i is a contour
+    of masks ``spans[i, 0]…spans[i, 1]`` (all contours: MaxBoxAccV2); ``largest[m]`` is mask m's
+    largest contour's box (MaxBoxAcc, Top-k). Every mask has at least one box.
     """
     level_of: np.ndarray            # int (K,)
     boxes: np.ndarray               # int (N, 4)
-    starts: np.ndarray              # int (L,)
+    spans: np.ndarray               # int (N, 2), inclusive
     largest: np.ndarray             # int (L, 4)
 
 
@@ -167,24 +138,20 @@ def wsolevaluation_frame(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def wsolevaluation_boxes(scoremap: np.ndarray, thetas: np.ndarray) -> LevelBoxes:
     """``evaluation.py``: ``u8 = (s·255).astype(uint8)``; foreground iff ``u8 > int(θ · u8.max())``.
 
-    ``θ · max`` is a float64 product (``np.float64 * np.uint8`` in the reference), truncated.
+    ``θ · max`` is a float64 product (``np.float64 * np.uint8`` in the reference), truncated. Mask t
+    is ``u8 > t``; the boxes of all 256 come from one pass (:mod:`.level_sets`), so the cost does not
+    depend on the number of θ. Levels whose largest contour the pass leaves open are drawn with cv2.
     """
     u8 = (scoremap * 255).astype(np.uint8)
-    levels = np.floor(np.asarray(thetas, dtype=np.float64) * float(u8.max())).astype(np.int64)
-    # Masks are nested, so two levels with the same foreground count have the same mask.
-    at_least = np.cumsum(np.bincount(u8.ravel(), minlength=256)[::-1])[::-1]   # #(u8 >= t)
-    fg_count = np.append(at_least[1:], 0)[levels]                              # #(u8 > level)
-    _, first, level_of = np.unique(fg_count, return_index=True, return_inverse=True)
-    # Crop each mask to its foreground's rows and columns: findContours then scans less.
-    cut = levels[first][:, None]
-    rows, cols = u8.max(axis=1)[None, :] > cut, u8.max(axis=0)[None, :] > cut
-    y0, x0 = rows.argmax(axis=1), cols.argmax(axis=1)
-    y1, x1 = rows.shape[1] - rows[:, ::-1].argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
-    some = rows.any(axis=1)
-    rois = ((cv2.threshold(u8[y0[i]:y1[i], x0[i]:x1[i]], int(cut[i, 0]), 1, cv2.THRESH_BINARY)[1]
-             if some[i] else u8[:0, :0], (int(x0[i]), int(y0[i]))) for i in range(len(first)))
-    boxes, starts, largest = contour_boxes(rois, u8.shape)
-    return LevelBoxes(level_of=level_of.reshape(-1), boxes=boxes, starts=starts, largest=largest)
+    top = int(u8.max())
+    levels = np.floor(np.asarray(thetas, dtype=np.float64) * float(top)).astype(np.int64)
+    spans, boxes, largest, undecided = level_set_boxes(u8)
+    for t in np.unique(levels[undecided[levels]]):
+        largest[t] = mask_boxes(u8 > t)[1]
+    # masks t >= max are empty: the box [0, 0, 0, 0]
+    boxes = np.concatenate([boxes, np.zeros((1, 4), dtype=np.int64)])
+    spans = np.concatenate([spans, [[top, NUM_LEVELS - 1]]])
+    return LevelBoxes(level_of=levels, boxes=boxes, spans=spans, largest=largest)
 
 
 BOX_PROTOCOLS.add("wsolevaluation", BoxProtocol(
@@ -213,11 +180,16 @@ class BoxAccumulator:
     def update(self, level_boxes: LevelBoxes, gt_boxes: np.ndarray, rank: int | None = None) -> None:
         """Add one image; ``rank`` is the 0-based rank of its true class among the scores, if known."""
         gt = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
-        best_v2 = np.maximum.reduceat(box_iou(level_boxes.boxes, gt).max(axis=1), level_boxes.starts)
-        best_v2 = best_v2[level_boxes.level_of]
-        best_v1 = box_iou(level_boxes.largest, gt).max(axis=1)[level_boxes.level_of]
-        delta = np.array(self.iou_thresholds, dtype=np.float64) / 100
-        self.v2 += best_v2[:, None] >= delta[None, :]
+        lb = level_boxes
+        num_masks = len(lb.largest)
+        iou = box_iou(lb.boxes, gt).max(axis=1)
+        # mask m passes δ when a box whose span covers m does: count passing boxes by span
+        for j, d in enumerate(self.iou_thresholds):
+            passing = iou >= d / 100
+            covering = np.cumsum(np.bincount(lb.spans[passing, 0], minlength=num_masks + 1)
+                                 - np.bincount(lb.spans[passing, 1] + 1, minlength=num_masks + 1))
+            self.v2[:, j] += covering[lb.level_of] > 0
+        best_v1 = box_iou(lb.largest, gt).max(axis=1)[lb.level_of]
         hit = best_v1 >= IOU_MAIN / 100
         self.v1 += hit
         if rank is not None:
