@@ -316,7 +316,9 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
     with_scores: bool | None = None if score_table is None else True
     used: set[Path] = set()
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"wsol {protocol}", total=len(samples))
+        task = bar.add_task("wsol: loading the box kernel (compiled on first use, ~15 s)", total=len(samples))
+        proto.boxes(np.zeros((2, 2)), thetas[:1])
+        bar.update(task, description=f"wsol {protocol}")
         for sample in samples:
             if len(sample.labels) != 1:
                 raise UserError(f"{gt_where}: image {sample.id!r} has {len(sample.labels)} class labels; "
