@@ -199,7 +199,7 @@ def _workspace(size: int) -> tuple[np.ndarray, ...]:
 
     Fresh arrays cost about a third of the time in page faults. The kernel holds the GIL, so one
     set serves the process. Values, weights, sorted pixels, union-find parent, top, rank, root data,
-    nodes.
+    nodes (sized for the worst case, one per pixel; only the rows written are ever touched).
     """
     if not _WORKSPACE or _WORKSPACE[0][0].size < size:
         _WORKSPACE[:] = [(np.empty(size, np.uint8), np.empty(size, np.int32), np.empty(size, np.int32),
