@@ -1,10 +1,10 @@
 """Benchmark of the localization evaluator on CUB-test-shaped (or ILSVRC-val-shaped) score maps.
 
 Generates one synthetic 28×28 CAM per image of a wsolevaluation metadata split (CUB test: 5,794 images,
-real image sizes and boxes; ILSVRC val: several boxes per image) into a scratch folder, then times MaxBoxAcc and MaxBoxAccV2 over the 1,000-θ
-grid and the 100-θ grid with the one-pass evaluator (alternated, ``--repeats`` times each), and the
-straightforward per-θ loop (the reference's way, written here independently) on the same maps; the hit
-counts must be identical.
+real image sizes and boxes; ILSVRC val: several boxes per image) into a scratch folder, then times
+MaxBoxAcc and MaxBoxAccV2 over the 1,000-θ grid and the 100-θ grid with the one-pass evaluator
+(alternated, ``--repeats`` times each), and the straightforward per-θ loop (the reference's way, written
+here independently) on the same maps; the hit counts must be identical.
 
     python benchmarks/bench_wsol_eval.py --metadata wsolevaluation/metadata/CUB/test --work /tmp/wsolbench \
         [--naive-images N] [--repeats R] [--reference wsolevaluation/]
@@ -127,7 +127,8 @@ def reference(repo: Path, dataset, split: str, cams: Path, metadata: Path, limit
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--metadata", type=Path, required=True, help="a wsolevaluation metadata split folder, e.g. metadata/CUB/test")
+    ap.add_argument("--metadata", type=Path, required=True,
+                    help="a wsolevaluation metadata split folder, e.g. metadata/CUB/test")
     ap.add_argument("--work", type=Path, default=Path("/tmp/wsolbench"), help="scratch folder for the maps")
     ap.add_argument("--naive-images", type=int, default=300, help="images timed with the per-θ loop")
     ap.add_argument("--reference", type=Path, help="a clovaai/wsolevaluation checkout to compare with")
