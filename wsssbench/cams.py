@@ -72,6 +72,12 @@ def load_cams(path: str | Path) -> CamFile:
         raise UserError(f"{path}: CAM file is missing") from None
     except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         raise UserError(f"{path}: unreadable CAM file ({err})") from None
+    return cams_from_object(obj, path)
+
+
+def cams_from_object(obj, path: str | Path) -> CamFile:
+    """The IRN or SEAM CAM dict that ``np.load(path, allow_pickle=True)`` returned."""
+    path = Path(path)
     if obj.dtype == object and obj.shape == ():
         obj = obj.item()
     if isinstance(obj, dict) and "high_res" in obj:          # IRN: {"keys", "high_res", ["cam"]}

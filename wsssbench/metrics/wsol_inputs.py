@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cams import load_cams
+from ..cams import cams_from_object, load_cams
 from ..errors import UserError
 
 SUFFIXES = (".npy", ".npz")
@@ -78,7 +78,9 @@ def _read_maps(path: Path, class_id: int) -> ScoreMaps:
                 raise UserError(f"{path}: a wsolevaluation score map must be a 2-D numeric array; "
                                 f"got shape {arr.shape}, dtype {arr.dtype}")
             return ScoreMaps(path, arr)
-    cam = load_cams(path)
+        cam = cams_from_object(arr, path)          # an IRN / SEAM dict: parsed, not read again
+    else:
+        cam = load_cams(path)
     where = np.flatnonzero(cam.keys == class_id)
     if where.size == 0:
         raise UserError(f"{path}: no map for class {class_id}, the image's ground-truth class "
