@@ -99,10 +99,14 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def _sorted(cf: CamFile, path: Path) -> CamFile:
+def _check_shape(cf: CamFile, path) -> None:
     if cf.cams.ndim != 3 or cf.cams.shape[0] != cf.keys.shape[0]:
         raise UserError(f"{path}: CAMs have shape {cf.cams.shape} for {cf.keys.shape[0]} keys; "
                         "expected (len(keys), H, W)")
+
+
+def _sorted(cf: CamFile, path: Path) -> CamFile:
+    _check_shape(cf, path)
     if np.any(np.diff(cf.keys) <= 0):
         order = np.argsort(cf.keys, kind="stable")
         cf = CamFile(keys=cf.keys[order], cams=cf.cams[order], norm=cf.norm, scores=cf.scores)
@@ -116,9 +120,7 @@ def validate_cams(cf: CamFile, path: str | Path, *, keys=None, shape=None) -> No
     these (a plane for a class the image lacks would leak label information the other way, a missing
     plane silently scores 0). ``shape``: the image's (H, W).
     """
-    if cf.cams.ndim != 3 or cf.cams.shape[0] != cf.keys.shape[0]:
-        raise UserError(f"{path}: CAMs have shape {cf.cams.shape} for {cf.keys.shape[0]} keys; "
-                        "expected (len(keys), H, W)")
+    _check_shape(cf, path)
     if not np.issubdtype(cf.cams.dtype, np.floating):
         raise UserError(f"{path}: CAMs have dtype {cf.cams.dtype}; expected float16/32/64")
     if len(np.unique(cf.keys)) != len(cf.keys):

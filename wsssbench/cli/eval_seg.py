@@ -36,8 +36,7 @@ def seeds(cams: Path = typer.Option(..., "--cams", help="Folder of per-image CAM
     ds = _dataset(dataset, root)
     if not json_out:
         _say(ds, split)
-    result = evaluate_seeds(ds, split, cams, threshold=threshold, sweep=sweep or None,
-                            alpha=alphas if alphas is None or len(alphas) > 1 else alphas[0],
+    result = evaluate_seeds(ds, split, cams, threshold=threshold, sweep=sweep, alpha=alphas,
                             protocol=protocol, progress=not json_out)
     if plot is not None:
         _plot(result, plot)

@@ -29,8 +29,6 @@ from .seg_protocols import PROTOCOLS, SegProtocol, resolve_protocols
 
 #: ``--sweep`` default: background thresholds 0.00–0.99 step 0.01 (issue 8; SEAM's ``--curve`` runs 0.00–0.59).
 DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(100))
-#: Default α values of a power-background sweep (SEAM's CRF uses α = 4 and 24, ``infer_SEAM.py``).
-DEFAULT_ALPHAS = (1, 2, 4, 8, 16, 24, 32)
 CAM_CLASSES_NOTE = "seeds use only each image's ground-truth labelled classes (as IRN and SEAM do)"
 _CHUNK = 16   # images per worker task
 
@@ -137,7 +135,7 @@ def seeds_from_cams(cams: np.ndarray, keys: np.ndarray, *, threshold: float | No
         bg = np.power(np.asarray(1, cams.dtype) - top, np.asarray(alpha, cams.dtype))[None]
     else:
         bg = np.full((1,) + cams.shape[1:], threshold, dtype=cams.dtype)
-    planes = np.concatenate([bg.astype(cams.dtype), cams], axis=0)
+    planes = np.concatenate([bg, cams], axis=0)
     return np.concatenate([[0], np.asarray(keys, np.int64) + 1])[np.argmax(planes, axis=0)]
 
 
@@ -252,7 +250,6 @@ class SeedAccumulator:
 
     num_classes: int
     num_thresholds: int
-    images: int = 0
     hist: np.ndarray = field(init=False)
     ctx: np.ndarray = field(init=False)
 
@@ -274,14 +271,12 @@ class SeedAccumulator:
         counts = np.bincount(code.reshape(-1), minlength=(t + 1) * (n + 1) * n).reshape(t + 1, n + 1, n)
         self.hist += counts[:, :n]
         if context is not None:
-            hit = (context == label) & (row != label) & (label > 0) & (gt != IGNORE)
+            hit = _context_hits(context, label, gt)
             self.ctx += np.bincount(bucket[hit] * n + label[hit], minlength=(t + 1) * n).reshape(t + 1, n)
-        self.images += 1
 
     def merge(self, other: "SeedAccumulator") -> "SeedAccumulator":
         self.hist += other.hist
         self.ctx += other.ctx
-        self.images += other.images
         return self
 
     def confusions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -408,7 +403,7 @@ def _mask_chunk(dataset: Dataset, items: list[tuple[Sample, Path]]) -> tuple[Con
         cm.update(pred, gt)
         context = dataset.load_context(sample)
         if context is not None:
-            hit = (context == pred) & (gt != pred) & (gt != IGNORE) & (pred > 0) & (pred != IGNORE)
+            hit = _context_hits(context, pred, gt)
             ctx += np.bincount(pred[hit].astype(np.int64), minlength=n)
     return cm, ctx
 
@@ -459,61 +454,36 @@ def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
 
 def _run(fn: Callable, jobs: list[tuple], progress: bool, what: str, workers: int | None) -> Iterable:
     """Yield ``fn(*job)`` for every job, in worker processes when there is enough work (order not kept)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
-    bar = _progress(progress, what, sum(len(j[1]) for j in jobs))
-    with bar:
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=not progress) as bar:
+        task = bar.add_task(f"scoring {what}", total=sum(len(j[1]) for j in jobs))
         if workers == 1 or len(jobs) < 2:
             for job in jobs:
                 yield fn(*job)
-                bar.advance(len(job[1]))
+                bar.advance(task, len(job[1]))
             return
         with ProcessPoolExecutor(max_workers=workers) as pool:
             pending = {pool.submit(fn, *job): len(job[1]) for job in jobs}
             try:
                 for fut in as_completed(pending):
                     yield fut.result()
-                    bar.advance(pending.pop(fut))
+                    bar.advance(task, pending.pop(fut))
             finally:
                 for fut in pending:
                     fut.cancel()
 
 
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def advance(self, n: int) -> None:
-        pass
-
-
-class _Bar:
-    def __init__(self, what: str, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-        self._progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-        self._task = self._progress.add_task(f"scoring {what}", total=total)
-
-    def __enter__(self):
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._progress.__exit__(*exc)
-
-    def advance(self, n: int) -> None:
-        self._progress.advance(self._task, n)
-
-
-def _progress(enabled: bool, what: str, total: int):
-    return _Bar(what, total) if enabled else _NoBar()
-
-
 def _has_context(dataset: Dataset, samples: list[Sample]) -> bool:
-    return type(dataset).load_context is not Dataset.load_context and dataset.load_context(samples[0]) is not None
+    return dataset.load_context(samples[0]) is not None
+
+
+def _context_hits(context: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """False-positive foreground pixels whose class is the one the context map names there."""
+    return (context == pred) & (gt != pred) & (gt != IGNORE) & (pred > 0) & (pred != IGNORE)
 
 
 def _header(dataset: Dataset, split: str, images: int, **inputs) -> dict:
