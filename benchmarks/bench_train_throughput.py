@@ -79,7 +79,7 @@ def harness_classifier(device: str, preset: str, size: int, batch: int, steps: i
     start = time.perf_counter()
     train_classifier.train(ctx, model, method.train_step, samples, **kwargs)
     sync(device)
-    return len(samples) // batch * batch / (time.perf_counter() - start), ds.num_classes - 1
+    return len(samples) // batch * batch / (time.perf_counter() - start), ctx.num_fg
 
 
 def main() -> None:

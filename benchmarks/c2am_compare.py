@@ -28,8 +28,9 @@ def _stat(values: list[float]) -> str:
 def main(folders: list[str]) -> str:
     lines = ["| method | seeds | seed mIoU | pseudo-mask mIoU | seed context confusion | pseudo-mask context confusion |",
              "|---|---|---|---|---|---|"]
+    by_folder = {folder: sorted(load_dir(Path(folder)), key=lambda r: r["seed"]) for folder in folders}
     for folder in folders:
-        records = sorted(load_dir(Path(folder)), key=lambda r: r["seed"])
+        records = by_folder[folder]
         def col(get):
             return _stat([v for v in (get(r) for r in records) if v is not None])
         lines.append("| " + " | ".join([
@@ -38,12 +39,12 @@ def main(folders: list[str]) -> str:
             col(lambda r: (r["extra"].get("seed_context_confusion") or {}).get("mean")),
             col(lambda r: (r["extra"].get("pseudo_context_confusion") or {}).get("mean")),
         ]) + " |")
-    base = {r["seed"]: r for r in load_dir(Path(folders[0]))}
+    base = {r["seed"]: r for r in by_folder[folders[0]]}
     lines += ["", f"Paired difference to {base[min(base)]['method']} ({folders[0]}), same seeds:", "",
               "| method | seeds | Δ seed mIoU | Δ pseudo-mask mIoU | Δ seed ctx. conf. | Δ pseudo ctx. conf. |",
               "|---|---|---|---|---|---|"]
     for folder in folders[1:]:
-        records = sorted((r for r in load_dir(Path(folder)) if r["seed"] in base), key=lambda r: r["seed"])
+        records = [r for r in by_folder[folder] if r["seed"] in base]
         def delta(get):
             return _stat([get(r) - get(base[r["seed"]]) for r in records])
         lines.append("| " + " | ".join([

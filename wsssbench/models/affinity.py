@@ -43,11 +43,16 @@ def search_paths(radius: int) -> tuple[tuple[tuple[int, int], ...], ...]:
     return tuple(paths)
 
 
-def _neighbours(x: torch.Tensor, radius: int, fill: float) -> Callable[[int, int], torch.Tensor]:
-    """``at(dy, dx)[..., y, x] == x[..., y + dy, x + dx]`` for ``0 <= dy < radius``, ``|dx| < radius``,
-    ``fill`` outside the map; views of one padded copy (the search directions never point up)."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (radius, radius, 0, radius), value=fill)
+def _pad(x: torch.Tensor, radius: int, fill: float) -> torch.Tensor:
+    """``x`` framed with ``fill``: ``radius`` columns left and right, ``radius`` rows below (the search
+    directions never point up)."""
+    return F.pad(x, (radius, radius, 0, radius), value=fill)
+
+
+def _neighbours(padded: torch.Tensor, radius: int) -> Callable[[int, int], torch.Tensor]:
+    """For ``padded = _pad(x, radius, fill)``: ``at(dy, dx)[..., y, x] == x[..., y + dy, x + dx]`` for
+    ``0 <= dy < radius``, ``|dx| < radius``, ``fill`` outside the map; views of ``padded``."""
+    h, w = padded.shape[-2] - radius, padded.shape[-1] - 2 * radius
     return lambda dy, dx: padded[..., dy:dy + h, radius + dx:radius + dx + w]
 
 
@@ -61,10 +66,10 @@ def edge_to_affinity(edge: torch.Tensor, radius: int) -> tuple[torch.Tensor, tor
     """
     h, w = edge.shape[-2:]
     paths = search_paths(radius)
-    padded = F.pad(edge, (radius, radius, 0, radius), value=1.0)  # the map + IRN's boundary-1 frame
+    padded = _pad(edge, radius, 1.0)  # the map + IRN's boundary-1 frame
     pw = w + 2 * radius
     here = torch.arange(h, device=edge.device)[:, None] * pw + torch.arange(w, device=edge.device) + radius
-    at = _neighbours(edge, radius, 1.0)
+    at = _neighbours(padded, radius)
     # Find each path's arg-max without autograd, then gather once: the gradient reaches only the
     # maximal pixel (as IRN's max-pool) and the backward pass is a single scatter.
     with torch.no_grad():
@@ -80,7 +85,7 @@ def edge_to_affinity(edge: torch.Tensor, radius: int) -> tuple[torch.Tensor, tor
             argmax.append(here + offsets[k_max.long()])
         argmax = torch.stack(argmax, 1)  # (B, D, H, W) indices into the flattened padded map
     aff = 1 - padded.flatten(-2).gather(-1, argmax.flatten(1)).view(argmax.shape)
-    valid = _neighbours(torch.ones(h, w, dtype=torch.bool, device=edge.device), radius, False)
+    valid = _neighbours(_pad(torch.ones(h, w, dtype=torch.bool, device=edge.device), radius, False), radius)
     return aff, torch.stack([valid(*path[0]) for path in paths])
 
 
@@ -109,7 +114,7 @@ def pair_labels(labels: torch.Tensor, radius: int, ignore_index: int = 255):
     pairs with equal labels, foreground pairs with equal labels, and pairs with different labels;
     pairs touching ``ignore_index`` or leaving the image are in none."""
     src = labels.long()
-    at = _neighbours(src, radius, ignore_index)
+    at = _neighbours(_pad(src, radius, ignore_index), radius)
     dst = torch.stack([at(*path[0]) for path in search_paths(radius)], 1)
     src = src[:, None]
     valid = (src != ignore_index) & (dst != ignore_index)

@@ -58,8 +58,11 @@ class Backbone(nn.Module):
         return x
 
 
-def dilation_plan(natural_strides: tuple[int, ...], output_stride: int,
-                  allowed: tuple[int, ...] = (8, 16, 32)) -> list[tuple[int, int]]:
+#: output strides :func:`dilation_plan` accepts.
+_OUTPUT_STRIDES = (8, 16, 32)
+
+
+def dilation_plan(natural_strides: tuple[int, ...], output_stride: int) -> list[tuple[int, int]]:
     """Per block ``(stride, dilation)``: once the running stride reaches ``output_stride``, later strides
     become 1 and their dilation grows by the stride instead (DeepLab's atrous trick, torchvision's
     ``replace_stride_with_dilation``).
@@ -67,9 +70,9 @@ def dilation_plan(natural_strides: tuple[int, ...], output_stride: int,
     >>> dilation_plan((2, 2, 2, 2, 2), 8)
     [(2, 1), (2, 1), (2, 1), (1, 2), (1, 4)]
     """
-    if output_stride not in allowed:
+    if output_stride not in _OUTPUT_STRIDES:
         raise UserError(f"output_stride {output_stride} is not supported by this backbone; use one of "
-                        f"{', '.join(map(str, allowed))}")
+                        f"{', '.join(map(str, _OUTPUT_STRIDES))}")
     plan, stride, dilation = [], 1, 1
     for s in natural_strides:
         if stride * s > output_stride:
@@ -79,6 +82,15 @@ def dilation_plan(natural_strides: tuple[int, ...], output_stride: int,
             stride *= s
             plan.append((s, dilation))
     return plan
+
+
+def plan_strides(plan: list[tuple[int, int]]) -> tuple[int, ...]:
+    """Per block, the running stride relative to the input of a :func:`dilation_plan`.
+
+    >>> plan_strides(dilation_plan((2, 2, 2, 2, 2), 8))
+    (2, 4, 8, 8, 8)
+    """
+    return tuple(accumulate((s for s, _ in plan), operator.mul))
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -111,7 +123,7 @@ class SmallNet(Backbone):
                 _conv_bn_relu(w[i - 1], w[i], s, d), _conv_bn_relu(w[i], w[i], 1, d)))
         self.block5 = _conv_bn_relu(w[3], w[4], *plan[4])
         self.stage_channels = w
-        self.stage_strides = tuple(accumulate((s for s, _ in plan), operator.mul))
+        self.stage_strides = plan_strides(plan)
         init_weights(self)
 
 

@@ -23,11 +23,11 @@ class CAMClassifier(nn.Module):
 
     def logits_and_cams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass: ``(B, K)`` logits and ``(B, K, h, w)`` raw CAMs at the backbone's output stride."""
-        cams = self.classifier(self.backbone(x))
+        cams = self.cams(x)
         return cams.mean((2, 3)), cams
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.backbone(x)).mean((2, 3))
+        return self.cams(x).mean((2, 3))
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
         """Raw class activation maps ``(B, K, h, w)`` (before ReLU / normalisation)."""

@@ -50,17 +50,6 @@ class ResNetBackbone(Backbone):
     def stem(self) -> nn.Sequential:
         return nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        feats = [x]
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            feats.append(x)
-        return feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_stages(x)[-1]
-
     @staticmethod
     def adapt_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Drop torchvision's ImageNet classifier (``fc.*``)."""

@@ -27,14 +27,11 @@ Module names follow the converted MXNet checkpoint the references load
 """
 from __future__ import annotations
 
-import operator
-from itertools import accumulate
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONES, Backbone, dilation_plan, init_weights
+from .backbones import BACKBONES, Backbone, dilation_plan, init_weights, plan_strides
 from .weights import apply_pretrained
 
 
@@ -114,7 +111,7 @@ class ResNet38(Backbone):
         self.b6 = BottleneckUnit(1024, 2048, *plan[5], dropout=0.3)
         self.b7 = BottleneckUnit(2048, 4096, *plan[6], dropout=0.5)
         self.bn7 = nn.BatchNorm2d(4096)
-        self.stage_strides = tuple(accumulate((s for s, _ in plan), operator.mul))
+        self.stage_strides = plan_strides(plan)
         init_weights(self)
 
     @property
