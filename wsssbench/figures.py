@@ -6,20 +6,13 @@ from pathlib import Path
 import numpy as np
 
 from .cams import load_cams
+from .data.voc import voc_palette
 from .io import save_figure
 
 
-def palette(n: int = 256) -> np.ndarray:
-    """VOC's colour map (bit-interleaved), so class colours match the usual pictures; 255 is white."""
-    cmap = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
+def palette() -> np.ndarray:
+    """VOC's colour map as a (256, 3) lookup, so class colours match the usual pictures; 255 is white."""
+    cmap = np.array(voc_palette(), np.uint8).reshape(256, 3)
     cmap[255] = 255
     return cmap
 

@@ -1,15 +1,12 @@
 """`wsssbench data synth|info|masks`: generate the synthetic benchmark, inspect a layout, export its ground truth."""
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
@@ -57,7 +54,7 @@ def synth(
     spec = get_preset(preset)
     start = time.perf_counter()
     generate(out, preset, seed, confounding, progress=not quiet)
-    p = spec.confounding if confounding is None else confounding
+    p = spec.resolve_confounding(confounding)
     Console(stderr=True).print(f"[green]synthetic {preset}[/] seed {seed} confounding {p:g} ({spec.describe()}) "
                                f"→ {out} in {time.perf_counter() - start:.1f} s")
 
@@ -109,20 +106,19 @@ def masks(
     """Write the exact ground truth the evaluation uses, one class-index PNG per image."""
     from rich.progress import track
 
+    from ..data.base import mask_png
+
     ds = _dataset(name, root, option)
     if ds.task != "segmentation":
         raise UserError(f"dataset {name!r} is a {ds.task} dataset: it has boxes, not masks")
     samples = ds.samples(split)
-    written = 0
     shown = track(samples, description=f"{name} {split} masks", disable=quiet or as_json, console=Console(stderr=True))
     for sample in shown:
-        mask = ds.load_mask(sample)
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="L").save(buf, format="PNG")
-        write_bytes(out / f"{sample.id}.png", buf.getvalue())
-        written += 1
-    report = {"name": name, "split": split, "count": written, "out": str(out), "ground_truth": ds.describe_gt(split)}
+        write_bytes(out / f"{sample.id}.png", mask_png(ds.load_mask(sample)))
+    report = {"name": name, "split": split, "count": len(samples), "out": str(out),
+              "ground_truth": ds.describe_gt(split)}
     if as_json:
         typer.echo(dumps(report))
     else:
-        Console(stderr=True).print(f"wrote {written:,} masks of {name} {split} to {out} ({report['ground_truth']})")
+        Console(stderr=True).print(f"wrote {len(samples):,} masks of {name} {split} to {out} "
+                                   f"({report['ground_truth']})")

@@ -1,6 +1,7 @@
 """What every dataset reader yields: samples of an official on-disk layout, read as they are."""
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..errors import UserError
 
 Box = tuple[float, float, float, float]   # (x0, y0, x1, y1) in image pixels, as the layout defines them
 IGNORE = 255
+PNG_OPTIONS = {"compress_level": 6, "optimize": False}     # pinned, so generated masks are byte-reproducible
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class Sample:
 
 
 class Dataset:
-    """Base reader. Subclasses set the attributes and implement :meth:`samples`.
+    """Base reader. Subclasses set the attributes and implement :meth:`_read_split`.
 
     ``class_names`` includes ``"background"`` at index 0 for segmentation datasets
     (``has_background``), so ``num_classes`` is 21 for VOC and 81 for COCO; localization datasets
@@ -49,6 +51,16 @@ class Dataset:
         raise NotImplementedError
 
     def samples(self, split: str) -> list[Sample]:
+        """The samples of ``split``, read once per reader; a read that fails is not kept, so it is retried."""
+        self._check_split(split)
+        # Made on first use: wsolmeta lists its samples before Dataset.__init__, to learn its classes.
+        cache = vars(self).setdefault("_cache", {})
+        if split not in cache:
+            cache[split] = self._read_split(split)
+        return cache[split]
+
+    def _read_split(self, split: str) -> list[Sample]:
+        """The samples of a known ``split``, read from disk (:meth:`samples` checks the split and caches)."""
         raise NotImplementedError
 
     def describe_gt(self, split: str) -> str:
@@ -107,6 +119,16 @@ def read_mask(path: Path, num_classes: int) -> np.ndarray:
         raise UserError(f"{path}: mask value {int(arr[bad].max())} is outside the {num_classes} classes "
                         f"(0..{num_classes - 1}, 255 = ignore)")
     return arr.astype(np.uint8, copy=False)
+
+
+def mask_png(arr: np.ndarray, palette: Sequence[int] | None = None) -> bytes:
+    """A class-index mask as PNG bytes: grayscale, or palette mode with ``palette`` (256 × RGB, flat)."""
+    im = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8), mode="L" if palette is None else "P")
+    if palette is not None:
+        im.putpalette(palette)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", **PNG_OPTIONS)
+    return buf.getvalue()
 
 
 def read_lines(path: Path, what: str) -> list[str]:

@@ -44,7 +44,6 @@ class COCOSegmentation(Dataset):
     def __init__(self, root: Path):
         self.root = Path(root)
         self._coco: dict[str, object] = {}
-        self._samples: dict[str, list[Sample]] = {}
         splits = self.split_names()
         if not splits:
             raise UserError(f"{self.root / 'annotations'}: no instances_{{train,val}}2014.json; {LAYOUT}")
@@ -75,24 +74,22 @@ class COCOSegmentation(Dataset):
                 raise UserError(f"{self._ann_path(split)}: its categories differ from the other split's")
         return self._coco[split]
 
-    def samples(self, split: str) -> list[Sample]:
-        if split not in self._samples:
-            api = self.api(split)
-            path = self._ann_path(split)
-            out = []
-            for image_id in sorted(api.imgs):           # torchvision CocoDetection's order
-                info = api.imgs[image_id]
-                cats = {a["category_id"] for a in api.imgToAnns.get(image_id, [])}   # crowd included
-                unknown = cats - self._lut.keys()
-                if unknown:
-                    raise UserError(f"{path}: image {image_id} has annotations of category {min(unknown)}, "
-                                    "which `categories` does not list")
-                # `mask` names the file the mask is decoded from (load_mask), so it is never None here.
-                out.append(Sample(id=Path(info["file_name"]).stem, image=self.root / SPLITS[split] / info["file_name"],
-                                  labels=tuple(sorted(self._lut[c] for c in cats)), mask=path,
-                                  size=(int(info["height"]), int(info["width"]))))
-            self._samples[split] = out
-        return self._samples[split]
+    def _read_split(self, split: str) -> list[Sample]:
+        api = self.api(split)
+        path = self._ann_path(split)
+        out = []
+        for image_id in sorted(api.imgs):           # torchvision CocoDetection's order
+            info = api.imgs[image_id]
+            cats = {a["category_id"] for a in api.imgToAnns.get(image_id, [])}   # crowd included
+            unknown = cats - self._lut.keys()
+            if unknown:
+                raise UserError(f"{path}: image {image_id} has annotations of category {min(unknown)}, "
+                                "which `categories` does not list")
+            # `mask` names the file the mask is decoded from (load_mask), so it is never None here.
+            out.append(Sample(id=Path(info["file_name"]).stem, image=self.root / SPLITS[split] / info["file_name"],
+                              labels=tuple(sorted(self._lut[c] for c in cats)), mask=path,
+                              size=(int(info["height"]), int(info["width"]))))
+        return out
 
     def load_mask(self, sample: Sample) -> np.ndarray:
         """The ``recam`` semantic mask of ``sample``, decoded from its split's instances json."""

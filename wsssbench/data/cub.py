@@ -24,7 +24,6 @@ class CUB(Dataset):
     def __init__(self, root: Path):
         names = [_two(ln, root / "classes.txt")[1] for ln in read_lines(root / "classes.txt", f"CUB class list\n{LAYOUT}")]
         super().__init__(root, names)
-        self._by_split: dict[str, list[Sample]] | None = None
 
     def split_names(self) -> tuple[str, ...]:
         return ("test", "train")
@@ -32,20 +31,15 @@ class CUB(Dataset):
     def describe_gt(self, split: str) -> str:
         return f"{split} split, boxes from {self.root / 'bounding_boxes.txt'}"
 
-    def samples(self, split: str) -> list[Sample]:
-        self._check_split(split)
-        if self._by_split is None:
-            self._by_split = self._read()
-        return self._by_split[split]
-
-    def _read(self) -> dict[str, list[Sample]]:
+    def _read_split(self, split: str) -> list[Sample]:
+        """The images of ``split``; every line of the metadata files is checked, whichever split it is in."""
         def table(fname: str) -> dict[str, str]:
             path = self.root / fname
             return dict(_two(ln, path) for ln in read_lines(path, f"CUB metadata file\n{LAYOUT}"))
 
         paths, labels, is_train, boxes = (table(f) for f in ("images.txt", "image_class_labels.txt",
                                                               "train_test_split.txt", "bounding_boxes.txt"))
-        out: dict[str, list[Sample]] = {"train": [], "test": []}
+        out = []
         for image_id, rel in paths.items():
             for what, tab in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train),
                               ("bounding_boxes.txt", boxes)):
@@ -56,9 +50,10 @@ class CUB(Dataset):
             if not 0 <= cls < self.num_classes:
                 raise UserError(f"{self.root / 'image_class_labels.txt'}: class {cls + 1} of image {image_id} "
                                 f"is outside 1..{self.num_classes}")
-            # As wsolevaluation's metadata: corners (x, y, x + w, y + h), no -1.
-            sample = Sample(id=rel, image=self.root / "images" / rel, labels=(cls,), boxes=((x, y, x + w, y + h),))
-            out["train" if is_train[image_id].strip() == "1" else "test"].append(sample)
+            if ("train" if is_train[image_id].strip() == "1" else "test") == split:
+                # As wsolevaluation's metadata: corners (x, y, x + w, y + h), no -1.
+                out.append(Sample(id=rel, image=self.root / "images" / rel, labels=(cls,),
+                                  boxes=((x, y, x + w, y + h),)))
         return out
 
 

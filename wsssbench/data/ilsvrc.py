@@ -41,7 +41,6 @@ class ILSVRC(Dataset):
         super().__init__(root, names)
         self._index = {s: i for i, s in enumerate(self.synsets)}
         self.images = root / "ILSVRC" / "Data" / "CLS-LOC"
-        self._cache: dict[str, list[Sample]] = {}
 
     def split_names(self) -> tuple[str, ...]:
         return tuple(s for s in ("train", "val") if (self.images / s).is_dir())
@@ -49,11 +48,8 @@ class ILSVRC(Dataset):
     def describe_gt(self, split: str) -> str:
         return f"{split} split, boxes from {self.root / f'LOC_{split}_solution.csv'}"
 
-    def samples(self, split: str) -> list[Sample]:
-        self._check_split(split)
-        if split not in self._cache:
-            self._cache[split] = self._val() if split == "val" else self._train()
-        return self._cache[split]
+    def _read_split(self, split: str) -> list[Sample]:
+        return self._val() if split == "val" else self._train()
 
     def _val(self) -> list[Sample]:
         boxes = self._solution(self.root / "LOC_val_solution.csv", required=True)

@@ -31,16 +31,15 @@ from PIL import Image
 
 from ..errors import UserError
 from . import DATASETS
-from .base import Sample, read_mask, resolve_root
+from .base import Sample, mask_png, read_mask, resolve_root
 from .cub import CUB
 from .synthetic_scene import ClassSpec, make_classes, render
-from .voc import VOCSegmentation
+from .voc import VOCSegmentation, voc_palette
 
 #: Bumped whenever a change to the generator changes its output; a folder of another version is refused.
 GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0, "optimize": False}   # 4:4:4 keeps thin stripes intact
-PNG_OPTIONS = {"compress_level": 6, "optimize": False}
 PARALLEL_MIN_IMAGES = 2000   # below this, starting worker processes costs more than it saves
 ID_PREFIX = 9000       # ids "9000_000123": IRN's int-coded ids (9000000123) round-trip, no clash with VOC's years
 
@@ -56,6 +55,10 @@ class Preset:
     seg: tuple[int, int, int] | None          # (train_aug, train ⊂ train_aug, val) image counts
     loc: tuple[int, int] | None               # (train, test) image counts
     confounding: float                        # default P(context tied to its class)
+
+    def resolve_confounding(self, confounding: float | None) -> float:
+        """``confounding`` as a float, or this preset's default when it is None."""
+        return self.confounding if confounding is None else float(confounding)
 
     def describe(self) -> str:
         size = "×".join(map(str, self.sizes[0][::-1])) + ("…" if len(self.sizes) > 1 else "")
@@ -96,30 +99,6 @@ def folder_name(preset: str, seed: int, confounding: float) -> str:
 
 # ---------------------------------------------------------------------------------------------------- writing
 
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map (bit-interleaved), 256 × RGB, as VOC's SegmentationClass PNGs carry it."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
-def _png(arr: np.ndarray, palette: list[int] | None = None) -> bytes:
-    im = Image.fromarray(arr, mode="L" if palette is None else "P")
-    if palette is not None:
-        im.putpalette(palette)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", **PNG_OPTIONS)
-    return buf.getvalue()
-
-
 def _jpeg(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, mode="RGB").save(buf, format="JPEG", **JPEG_OPTIONS)
@@ -151,16 +130,16 @@ class _Job:
             i, id_, with_class_png = job
             s = self.scene(i)
             (self.out / "JPEGImages" / f"{id_}.jpg").write_bytes(_jpeg(s.image))
-            (self.out / "SegmentationClassAug" / f"{id_}.png").write_bytes(_png(s.mask))
+            (self.out / "SegmentationClassAug" / f"{id_}.png").write_bytes(mask_png(s.mask))
             if with_class_png:
-                (self.out / "SegmentationClass" / f"{id_}.png").write_bytes(_png(s.mask, self.palette))
-            (self.out / "ContextMap" / f"{id_}.png").write_bytes(_png(s.context))
+                (self.out / "SegmentationClass" / f"{id_}.png").write_bytes(mask_png(s.mask, self.palette))
+            (self.out / "ContextMap" / f"{id_}.png").write_bytes(mask_png(s.context))
             labels = sorted(s.boxes)
         else:
             i, rel, cls = job
             s = self.scene(i, primaries=[cls])
             (self.out / "images" / rel).write_bytes(_jpeg(s.image))
-            (self.out / "contexts" / rel).with_suffix(".png").write_bytes(_png(s.context))
+            (self.out / "contexts" / rel).with_suffix(".png").write_bytes(mask_png(s.context))
             labels = [cls]
         return {"labels": labels, "primaries": s.primaries, "contexts": s.contexts,
                 "box": s.boxes.get(labels[0]) if labels else None}
@@ -275,7 +254,7 @@ def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confou
     A layout already there with the same options is kept; one with other options is a :class:`UserError`.
     """
     spec = get_preset(preset)
-    p = spec.confounding if confounding is None else float(confounding)
+    p = spec.resolve_confounding(confounding)
     if not 0.0 <= p <= 1.0:
         raise UserError(f"confounding must lie in [0, 1] (got {confounding})")
     if int(seed) != seed or seed < 0:
@@ -389,12 +368,17 @@ class SyntheticLocalization(_Generated, CUB):
         return read_mask((self.root / "contexts" / sample.id).with_suffix(".png"), self.num_classes + 1)
 
 
+def _generation_options(preset: str | None, seed: int | None) -> tuple[str, int]:
+    """The preset and seed a generation uses where the options leave them unset: tiny and 0."""
+    return preset or "tiny", 0 if seed is None else seed
+
+
 def _layout_folder(root, preset, seed, confounding, layout: str) -> tuple[Path, dict]:
     """Where the layout is (generating it when absent) and its manifest."""
     if root is None:
-        name = preset or "tiny"
-        p = get_preset(name).confounding if confounding is None else float(confounding)
-        base = resolve_root("synthetic", None) / folder_name(name, 0 if seed is None else int(seed), p)
+        name, gen_seed = _generation_options(preset, seed)
+        p = get_preset(name).resolve_confounding(confounding)
+        base = resolve_root("synthetic", None) / folder_name(name, int(gen_seed), p)
         stale = base / layout
         if (stale / MANIFEST).is_file() and json.loads((stale / MANIFEST).read_text())["generator"] != GENERATOR_VERSION:
             shutil.rmtree(stale)                        # our own cache, made by another generator version
@@ -411,11 +395,11 @@ def _layout_folder(root, preset, seed, confounding, layout: str) -> tuple[Path, 
         if (sibling / MANIFEST).is_file():                  # unset options: the twin layout's
             m = _check_manifest(sibling, preset, seed, confounding)
             preset, seed, confounding = m["preset"], m["seed"], m["confounding"]
-        name = preset or "tiny"
+        name, gen_seed = _generation_options(preset, seed)
         if getattr(get_preset(name), layout) is None:
             raise UserError(f"synthetic preset {name!r} has no {'segmentation' if layout == 'seg' else 'localization'} "
                             f"layout; use {'synthetic-loc' if layout == 'seg' else 'synthetic'} or another preset")
-        generate(base, name, 0 if seed is None else seed, confounding, layouts=(layout,), progress=sys.stderr.isatty())
+        generate(base, name, gen_seed, confounding, layouts=(layout,), progress=sys.stderr.isatty())
     return folder, _check_manifest(folder, preset, seed, confounding)
 
 

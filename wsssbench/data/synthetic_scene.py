@@ -135,7 +135,6 @@ class Scene:
     context: np.ndarray      # (H, W) uint8, c > 0 = on the context of class c
     primaries: list[int]     # classes placed as objects of the image (before occlusion)
     contexts: list[int]      # classes whose context was placed
-    tied: list[int]          # classes whose context was tied to the class (the draw with probability p)
     boxes: dict[int, tuple[int, int, int, int]]  # class -> (x0, y0, x1, y1) inclusive box of its visible pixels
 
 
@@ -185,11 +184,10 @@ def render(classes: list[ClassSpec], rng: np.random.Generator, h: int, w: int, p
     period = max(4, int(round(side / 10)))
     canvas = _Canvas(h, w, rng, period)
 
-    tied, contexts = [], []
+    contexts = []
     for spec in classes:                        # fixed order and draw count: determinism
         u, v = rng.random(), rng.random()
-        if u < confounding:
-            tied.append(spec.index)
+        if u < confounding:                     # tied to the class: placed exactly when the class is
             if spec.index in primaries:
                 contexts.append(spec.index)
         elif v < base_rate:
@@ -254,7 +252,7 @@ def render(classes: list[ClassSpec], rng: np.random.Generator, h: int, w: int, p
             ys, xs = np.nonzero(canvas.mask == c)
             boxes[int(c)] = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
     return Scene(image=canvas.finish(), mask=canvas.mask, context=canvas.context, primaries=list(primaries),
-                 contexts=contexts, tied=tied, boxes=boxes)
+                 contexts=contexts, boxes=boxes)
 
 
 def _draw_object(canvas: _Canvas, spec: ClassSpec, cy: float, cx: float, r: float, angle: float,

@@ -19,16 +19,17 @@ LAYOUT = """expected layout (VOCdevkit/VOC2012 or a folder holding it):
   SegmentationClassAug/<id>.png       SBD class-index PNG, train_aug ground truth (optional)
   ImageSets/Segmentation/{train,val,test,train_aug}.txt"""
 
+# split -> folder of its ground truth (else SegmentationClass); IRN scores seeds on `train` with the original
+# SegmentationClass PNGs, while train_aug's masks come from SBD's SegmentationClassAug.
+MASK_DIRS = {"train_aug": "SegmentationClassAug"}
+
 
 class VOCSegmentation(Dataset):
     name = "voc"
 
-    def __init__(self, root: Path, class_names=VOC_CLASSES, mask_dirs=None):
+    def __init__(self, root: Path, class_names=VOC_CLASSES):
         super().__init__(root, class_names)
         self._lists = self.root / "ImageSets" / "Segmentation"
-        # split -> folder of its ground truth; IRN scores seeds on `train` with the original
-        # SegmentationClass PNGs, while train_aug's masks come from SBD's SegmentationClassAug.
-        self._mask_dirs = mask_dirs or {"train_aug": "SegmentationClassAug"}
         self._cls_labels = _load_irn_cls_labels(self.root, self.num_classes - 1)
 
     def split_names(self) -> tuple[str, ...]:
@@ -41,13 +42,12 @@ class VOCSegmentation(Dataset):
         super()._check_split(split)
 
     def mask_dir(self, split: str) -> Path:
-        return self.root / self._mask_dirs.get(split, "SegmentationClass")
+        return self.root / MASK_DIRS.get(split, "SegmentationClass")
 
     def describe_gt(self, split: str) -> str:
         return f"{split} split, masks from {self.mask_dir(split)}"
 
-    def samples(self, split: str) -> list[Sample]:
-        self._check_split(split)
+    def _read_split(self, split: str) -> list[Sample]:
         ids = [ln.split()[0] for ln in read_lines(self._lists / f"{split}.txt", f"VOC split list\n{LAYOUT}")]
         mask_dir = self.mask_dir(split)
         has_masks = split != "test" and mask_dir.is_dir()
@@ -72,6 +72,21 @@ class VOCSegmentation(Dataset):
             return ()
         present = np.unique(read_mask(mask, self.num_classes))
         return tuple(int(c) for c in present if 0 < c < self.num_classes)
+
+
+def voc_palette() -> list[int]:
+    """The PASCAL VOC colour map (bit-interleaved), 256 × RGB, as VOC's SegmentationClass PNGs carry it."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
 
 
 def _load_irn_cls_labels(root: Path, num_foreground: int) -> dict[str, tuple[int, ...]] | None:

@@ -30,7 +30,6 @@ class WsolMetadata(Dataset):
         if not self._splits:
             raise UserError(f"{root}: no wsolevaluation metadata here; expected {', '.join(FILES)} "
                             "in this folder or in its <split>/ sub-folders")
-        self._cache: dict[str, list[Sample]] = {}
         labels = [s.labels[0] for split in self._splits for s in self.samples(split)]
         super().__init__(root, [str(c) for c in range(max(labels, default=-1) + 1)])
 
@@ -40,13 +39,8 @@ class WsolMetadata(Dataset):
     def describe_gt(self, split: str) -> str:
         return f"boxes from {self._splits[split] / 'localization.txt'}"
 
-    def samples(self, split: str) -> list[Sample]:
-        self._check_split(split)
-        if split not in self._cache:
-            self._cache[split] = self._read(self._splits[split])
-        return self._cache[split]
-
-    def _read(self, folder: Path) -> list[Sample]:
+    def _read_split(self, split: str) -> list[Sample]:
+        folder = self._splits[split]
         ids = read_lines(folder / "image_ids.txt", "wsolevaluation image list")
         labels = _table(folder / "class_labels.txt", 1)
         sizes = _table(folder / "image_sizes.txt", 2)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..cams import load_cams
+from ..data.base import mask_png
 from ..io import atomic_path
 from .common import poly_lr, to_tensor
 
@@ -157,7 +158,7 @@ def random_walk_mask(ctx, net, image: np.ndarray, cams: np.ndarray, keys: np.nda
 
 def save_mask(path: Path, mask: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        Image.fromarray(mask.astype(np.uint8)).save(tmp, format="PNG")
+        tmp.write_bytes(mask_png(mask))
 
 
 def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None) -> None:
