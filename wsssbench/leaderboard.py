@@ -9,7 +9,6 @@ matches anything is stale and fails too, so that file stays reviewed.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -94,8 +93,13 @@ def decimals(text: str) -> int:
 # Loading
 
 
+def board_dir(root: str | Path | None = None) -> Path:
+    """The leaderboards folder: ``root``, or the committed one when None."""
+    return Path(root) if root is not None else LEADERBOARD_DIR
+
+
 def reported_dir(root: str | Path | None = None) -> Path:
-    return Path(root) / "reported" if root is not None else LEADERBOARD_DIR / "reported"
+    return board_dir(root) / "reported"
 
 
 def load_cells(path: str | Path) -> list[Cell]:
@@ -336,7 +340,7 @@ def _rule_skipped(entry: dict, skipped: list[str]) -> bool:
 
 
 def load_rules(root: str | Path | None = None) -> list[dict]:
-    path = Path(root or LEADERBOARD_DIR) / "checks.yaml"
+    path = board_dir(root) / "checks.yaml"
     rules = load_yaml(path) or []
     if not isinstance(rules, list):
         raise UserError(f"{path}: should be a list of rules")
@@ -350,7 +354,7 @@ def load_rules(root: str | Path | None = None) -> list[dict]:
 
 
 def load_disagreements(root: str | Path | None = None) -> list[dict]:
-    path = Path(root or LEADERBOARD_DIR) / "disagreements.yaml"
+    path = board_dir(root) / "disagreements.yaml"
     entries = load_yaml(path) or []
     if not isinstance(entries, list):
         raise UserError(f"{path}: should be a list of disagreements")
@@ -367,7 +371,7 @@ def load_disagreements(root: str | Path | None = None) -> list[dict]:
 
 def check(root: str | Path | None = None) -> CheckReport:
     """The whole ``wsssbench leaderboard check``: the reported numbers, then committed run records."""
-    base = Path(root) if root is not None else LEADERBOARD_DIR
+    base = board_dir(root)
     report = run_checks(load_reported(base), load_rules(base), load_disagreements(base))
     records, report.records = validate_reproduced(base / "reproduced")
     if records:
@@ -381,17 +385,16 @@ def check(root: str | Path | None = None) -> CheckReport:
 def validate_reproduced(directory: str | Path) -> tuple[list[dict], list[str]]:
     """The committed run records (``*.json``) below ``directory`` that are valid, and the problems of
     those that are not (schema, provenance)."""
-    from .records import validate
+    from .records import read
 
     directory = Path(directory)
     good, problems = [], []
     for path in sorted(directory.rglob("*.json")) if directory.is_dir() else []:
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            problems.append(f"{path}: not a readable run record ({err})")
+            obj, found = read(path)
+        except UserError as err:
+            problems.append(str(err))
             continue
-        found = validate(obj) if isinstance(obj, dict) else ["not a JSON object"]
         problems.extend(f"{path}: {p}" for p in found)
         if not found:
             good.append(obj)

@@ -79,14 +79,20 @@ def validate(obj: dict[str, Any]) -> list[str]:
     return problems
 
 
+def read(path: Path) -> tuple[Any, list[str]]:
+    """One record file's JSON and its problems (empty when valid); an unreadable file is a :class:`UserError`
+    naming it."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a readable run record ({err})") from None
+    return obj, validate(obj) if isinstance(obj, dict) else ["not a JSON object"]
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read and validate one record; a bad one is a :class:`UserError` naming the file."""
     path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not a readable run record ({err})") from None
-    problems = validate(obj) if isinstance(obj, dict) else ["not a JSON object"]
+    obj, problems = read(path)
     if problems:
         raise UserError(f"{path}: invalid run record: {'; '.join(problems)}")
     return obj

@@ -19,7 +19,7 @@ from typing import Any
 from .errors import UserError
 from .io import dumps
 from .records import SEG_METRICS, WSOL_METRICS
-from .leaderboard import LEADERBOARD_DIR, Cell, decimals, load_reported, load_yaml, reported_dir
+from .leaderboard import Cell, board_dir, decimals, load_reported, load_yaml, reported_dir
 
 FORMATS = ("rich", "md", "csv", "latex", "json")
 # How each format shows a printed superscript (CONTA Table 2's gains); csv and json keep the bare value
@@ -38,7 +38,17 @@ class RowSpec:
     method: str | None = None             # registered method name that reproduces the row
     overrides: dict[str, Any] = field(default_factory=dict)   # config overrides for that method
     tolerance: float | None = None        # percentage points, for :func:`verify_results`
-    missing: str = ""                     # why the toolkit cannot run this row (empty = it can)
+    no_recipe: str = ""                   # the recipe's reason for a row it gives no method
+
+    @property
+    def missing(self) -> str:
+        """Why the toolkit cannot run this row (empty = it can). The method registry is imported here, not
+        when the tables load: it imports torch, which rendering a table does not need."""
+        if self.method is None:
+            return self.no_recipe or "no reproduction recipe for this row yet"
+        from .methods_api import METHODS
+
+        return "" if self.method in METHODS.names() else f"method {self.method!r} is not in the toolkit yet"
 
     @property
     def runnable(self) -> bool:
@@ -130,17 +140,6 @@ def _same(config_value: Any, override: Any) -> bool:
 # Building the tables
 
 
-def _registered_methods() -> set[str] | None:
-    """Names in ``wsssbench.methods_api.METHODS``, or None while the harness is not installed."""
-    try:
-        from .methods_api import METHODS  # type: ignore[import-not-found]
-    except ImportError as err:
-        if err.name != "wsssbench.methods_api":
-            raise
-        return None
-    return set(METHODS.names())
-
-
 def _table_meta(root: str | Path | None) -> list[dict]:
     metas = []
     for path in sorted(reported_dir(root).glob("*_tables.yaml")):
@@ -167,9 +166,8 @@ def _as_tuple(value: Any) -> tuple:
 def load_tables(root: str | Path | None = None) -> dict[str, Table]:
     """Every table of every paper, keyed by id, in the order the papers' yaml files list them."""
     cells = load_reported(root)
-    recipes_path = Path(root or LEADERBOARD_DIR) / "reproduce.yaml"
+    recipes_path = board_dir(root) / "reproduce.yaml"
     recipes = load_yaml(recipes_path) if recipes_path.exists() else {}
-    methods = _registered_methods()
     by_table: dict[str, list[Cell]] = {}
     for c in cells:
         by_table.setdefault(c.table, []).append(c)
@@ -188,7 +186,7 @@ def load_tables(root: str | Path | None = None) -> dict[str, Table]:
         header = [str(h) for h in meta.get("header") or []]
         columns = tuple(dict.fromkeys([*header[1:], *(c.column for c in table_cells)]))
         columns = tuple(c for c in columns if any(cell.column == c for cell in table_cells))
-        rows = tuple(_row_spec(key, table_cells, recipe.get("rows", {}), methods)
+        rows = tuple(_row_spec(key, table_cells, recipe.get("rows", {}))
                      for key in dict.fromkeys(c.row_key for c in table_cells))
         unknown = set(recipe.get("rows", {})) - {r.key for r in rows}
         if unknown:
@@ -231,21 +229,12 @@ def _with_text_columns(meta: dict, cells: list[Cell]) -> list[Cell]:
     return cells + extra
 
 
-def _row_spec(key: str, cells: list[Cell], recipes: dict, methods: set[str] | None) -> RowSpec:
+def _row_spec(key: str, cells: list[Cell], recipes: dict) -> RowSpec:
     first = next(c for c in cells if c.row_key == key)
     recipe = recipes.get(key) or {}
-    method = recipe.get("method")
-    if method is None:
-        missing = recipe.get("missing") or "no reproduction recipe for this row yet"
-    elif methods is None:
-        missing = "the harness (wsssbench.methods_api) is not installed"
-    elif method not in methods:
-        missing = f"method {method!r} is not in the toolkit yet"
-    else:
-        missing = ""
-    return RowSpec(key=key, label=first.row, group=first.group, method=method,
+    return RowSpec(key=key, label=first.row, group=first.group, method=recipe.get("method"),
                    overrides=dict(recipe.get("overrides") or {}), tolerance=recipe.get("tolerance"),
-                   missing=missing)
+                   no_recipe=recipe.get("missing") or "")
 
 
 def get_table(table_id: str, root: str | Path | None = None) -> Table:

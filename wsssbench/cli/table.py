@@ -1,7 +1,6 @@
 """`wsssbench table`: a paper's table as printed, optionally beside what the toolkit reproduces."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,6 +9,7 @@ import typer
 
 from .. import records as run_records
 from ..errors import UserError
+from ..io import dumps
 from ..tables import FORMATS, Reproduced, Table, get_table, load_tables, render, reproduce
 from .app import app
 
@@ -24,20 +24,9 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def load_run_records(directory: Path) -> list[dict]:
-    """Every run record below ``directory``; one without provenance stops everything with its path."""
-    return run_records.load_dir(directory)
-
-
 def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device: str) -> list[dict]:
     """Run every runnable row of ``table`` through the harness, once per seed; the records written."""
-    try:
-        from ..harness import run_method  # type: ignore[import-not-found]
-    except ImportError as err:
-        if err.name != "wsssbench.harness":
-            raise
-        raise UserError("--run needs the harness (wsssbench.harness), which is not installed in this "
-                        "checkout; render existing records with --runs DIR instead") from None
+    from ..harness import run_method
 
     runnable = [r for r in table.rows if r.runnable]
     if not runnable:
@@ -45,11 +34,11 @@ def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device:
         raise UserError(f"table {table.id} has no row the toolkit can run yet ({reasons})")
     done = []
     for spec in runnable:
+        overrides = {k: str(v) for k, v in spec.overrides.items()}     # `--set key=value` strings
         for seed in seeds:
-            overrides = {k: str(v) for k, v in spec.overrides.items()}     # `--set key=value` strings
             record = run_method(spec.method, dataset=dataset, overrides=overrides, seed=seed,
                                 out=out, device=device, progress=True)
-            done.append(record.to_dict() if hasattr(record, "to_dict") else record)
+            done.append(record.to_dict())
     return done
 
 
@@ -87,7 +76,7 @@ def table_command(
         records = run_rows(table, dataset=dataset, seeds=_parse_seeds(seeds), out=out, device=device)
         reproduced = reproduce(table, records)
     elif runs is not None:
-        records = load_run_records(runs)
+        records = run_records.load_dir(runs)
         if dataset is not None:
             records = [r for r in records if r["dataset"] == dataset]
         names = {rec["dataset"] for hits in table.match(records).values() for rec in hits}
@@ -110,9 +99,8 @@ def _emit(rendered) -> None:
 def _list(fmt: str) -> None:
     tables = load_tables()
     if fmt == "json":
-        sys.stdout.write(json.dumps([{"id": t.id, "paper": t.paper, "caption": t.caption,
-                                      "numbers": t.numbers, "rows": len(t.rows)} for t in tables.values()],
-                                    indent=2) + "\n")
+        sys.stdout.write(dumps([{"id": t.id, "paper": t.paper, "caption": t.caption, "numbers": t.numbers,
+                                 "rows": len(t.rows)} for t in tables.values()]) + "\n")
         return
     if fmt == "rich":
         from rich.table import Table as RichTable
