@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import shutil
@@ -203,12 +202,6 @@ def test_runs_on_several_datasets_need_a_choice(tmp_path):
     result = _invoke("table", "conta:1", "--runs", str(tmp_path), "--dataset", "voc", "-f", "json")
     row = next(r for r in json.loads(result.output)["rows"] if r["label"] == "Baseline* [57]")
     assert row["cells"]["CAM"]["reproduced"]["mean"] == 54.0
-
-
-@pytest.mark.skipif(importlib.util.find_spec("wsssbench.harness") is not None, reason="harness installed")
-def test_run_says_the_harness_is_unavailable():
-    result = _invoke("table", "A1", "--run", "--dataset", "synthetic")
-    assert result.exit_code == 2 and "harness" in result.output
 
 
 def test_verify_results_uses_the_stated_tolerance():
