@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..data import Dataset, Sample
 
@@ -81,6 +83,19 @@ def random_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     dy, dx = int(torch.randint(size - ch + 1, ())), int(torch.randint(size - cw + 1, ()))  # place in output
     out[:, dy:dy + ch, dx:dx + cw] = x[:, sy:sy + ch, sx:sx + cw]
     return out
+
+
+def training_pairs(dataset: Dataset, samples: list[Sample], masks_dir: Path,
+                   size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (bilinear) and their ``<id>.png`` labels in ``masks_dir`` (nearest), resized to ``size``² and
+    stacked: ``(N, 3, size, size)`` float and ``(N, size, size)`` long."""
+    images, labels = [], []
+    for sample in samples:
+        x = to_tensor(dataset.load_image(sample))
+        y = torch.from_numpy(np.array(Image.open(masks_dir / f"{sample.id}.png"))).float()
+        images.append(F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0])
+        labels.append(F.interpolate(y[None, None], size=(size, size), mode="nearest")[0, 0].long())
+    return torch.stack(images), torch.stack(labels)
 
 
 def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
