@@ -19,8 +19,6 @@ from .methods_api import METHODS, Context, Method, hook_id, make_config, stage_f
 from .records import RunRecord
 from .stages.cache import cached, key_hash
 
-SEG_SPLITS = ("train_aug", "train", "val")     # classifier/pseudo-mask images, seed/pseudo-mask scoring, segmentation
-
 
 def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict | None = None,
                root: str | Path | None = None, overrides: dict[str, str] | None = None, seed: int = 0,
@@ -193,9 +191,9 @@ class _Run:
     def segmentation(self):
         from .metrics.segmentation import evaluate_masks, evaluate_seeds
         from .stages import expand, train_segmenter
-        names = self.ds.split_names()
-        train_split = "train_aug" if "train_aug" in names else "train"
-        train = self.samples(train_split)
+        from .stages.common import train_split
+        classifier_split = train_split(self.ds)
+        train = self.samples(classifier_split)
         scored = self.samples("train", need_masks=True)
         val = self.samples("val", need_masks=True) if self.cfg.seg_enabled else []
         cfg, m = self.cfg, self.method
@@ -246,7 +244,7 @@ class _Run:
         metrics = {"seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"]}
         protocols = {"seed_miou": seeds.get("protocol", cfg.seed_protocol), "pseudo_miou": pseudo.get("protocol", "irn")}
         extra = {"seed_iou": seeds.get("iou"), "pseudo_iou": pseudo.get("iou"), "expansion": cfg.expansion,
-                 "splits": {"classifier": train_split, "seeds": "train", "segmentation": "val"}}
+                 "splits": {"classifier": classifier_split, "seeds": "train", "segmentation": "val"}}
         for name, result in (("seed", seeds), ("pseudo", pseudo), ("seg", seg)):
             if result and "context_confusion" in result:
                 extra[f"{name}_context_confusion"] = result["context_confusion"]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data import Dataset, Sample
+from ..data.base import num_fg
 
 MEAN = (0.485, 0.456, 0.406)    # ImageNet statistics, as IRN's imutils.Normalize
 STD = (0.229, 0.224, 0.225)
@@ -31,13 +32,14 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+def train_split(dataset: Dataset) -> str:
+    """The classifier's training split: ``train_aug`` where the layout has it (VOC + SBD, as IRN), else ``train``."""
+    return "train_aug" if "train_aug" in dataset.split_names() else "train"
+
+
 def fg_index(dataset: Dataset, label: int) -> int:
     """A Sample label (index into class_names) → classifier output index (IRN: VOC class − 1)."""
     return label - 1 if dataset.has_background else label
-
-
-def num_fg(dataset: Dataset) -> int:
-    return dataset.num_classes - 1 if dataset.has_background else dataset.num_classes
 
 
 def label_vector(dataset: Dataset, sample: Sample) -> torch.Tensor:
