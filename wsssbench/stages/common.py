@@ -1,10 +1,8 @@
-"""What the stages share: image tensors, label vectors, and the seeded torch set-up."""
+"""What the stages share: image tensors, label vectors, training pairs, and seeding."""
 from __future__ import annotations
 
-import contextlib
 import random
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -103,10 +101,3 @@ def training_pairs(dataset: Dataset, samples: list[Sample], masks_dir: Path,
 def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
     """IRN/DeepLab's poly schedule: ``base · (1 − step/total)^power``."""
     return base * (1 - step / max(total, 1)) ** power
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed python, numpy and torch for one stage, so a stage's result depends on its key alone."""
-    seed_everything(seed)
-    yield
