@@ -198,9 +198,10 @@ def _save(fig, path: Path) -> Path:
 
 
 def _train_samples(ctx) -> list:
-    """The base classifier's training images (the harness's rule: ``train_aug`` if the layout has it)."""
-    names = ctx.dataset.split_names()
-    return ctx.dataset.samples("train_aug" if "train_aug" in names else "train")
+    """The base classifier's training images (the harness's split)."""
+    from wsssbench.stages.common import train_split
+
+    return ctx.dataset.samples(train_split(ctx.dataset))
 
 
 def _fg_class_names(dataset) -> list[str]:

@@ -8,6 +8,7 @@ import numpy as np
 from .cams import load_cams
 from .data.voc import voc_palette
 from .io import save_figure
+from .metrics.segmentation import seeds_from_cams
 
 
 def palette() -> np.ndarray:
@@ -30,8 +31,7 @@ def run_figure(dataset, inputs: dict, path: Path) -> Path:
     for row, sample in zip(axes, samples):
         image = dataset.load_image(sample)
         cam = load_cams(Path(inputs["cams"]) / f"{sample.id}.npz")
-        planes = np.concatenate([np.full((1,) + cam.cams.shape[1:], inputs["threshold"], np.float32), cam.cams])
-        seeds = np.concatenate([[0], cam.keys + 1])[planes.argmax(0)]
+        seeds = seeds_from_cams(cam.cams, cam.keys, threshold=inputs["threshold"])
         heat = cam.cams.max(0) if len(cam.cams) else np.zeros(image.shape[:2])
         mask = np.array(Image.open(Path(inputs["masks"]) / f"{sample.id}.png"))
         shown = (image, None, pal[seeds], pal[mask], pal[dataset.load_mask(sample)])

@@ -19,8 +19,6 @@ from .methods_api import METHODS, Context, Method, hook_id, make_config, stage_f
 from .records import RunRecord
 from .stages.cache import cached, key_hash
 
-SEG_SPLITS = ("train_aug", "train", "val")     # classifier/pseudo-mask images, seed/pseudo-mask scoring, segmentation
-
 
 def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict | None = None,
                root: str | Path | None = None, overrides: dict[str, str] | None = None, seed: int = 0,
@@ -109,9 +107,12 @@ class _Run:
         return Context(self.cfg, self.ds, self.device, self.seed, round_, dict(inputs or {}))
 
     def stage(self, name: str, key: dict, build) -> Path:
-        """Run one cached stage; time it; turn an out-of-memory error into one line."""
+        """Run one cached stage with python, numpy and torch seeded (so what it builds depends on its key alone);
+        time it; turn an out-of-memory error into one line."""
         import torch
+        from .stages.common import seed_everything
         start = time.perf_counter()
+        seed_everything(self.seed)
         try:
             path, was_cached = cached(self.cache, name, key, build)
         except torch.cuda.OutOfMemoryError:
@@ -145,7 +146,6 @@ class _Run:
     def classifier(self, samples, round_: int = 0, inputs: dict | None = None) -> tuple[Path, Context]:
         """The base classifier, then the method's further classifier stages; the last one's folder."""
         import torch
-        from .stages.common import seeded
         from .stages import train_classifier
         m, ctx = self.method, self.ctx(round_, inputs)
         key = {"data": self.ds_key, "config": stage_fields(self.cfg, "classifier"), "seed": self.seed,
@@ -153,8 +153,7 @@ class _Run:
                "inputs": {k: str(v) for k, v in ctx.inputs.items()}}
 
         def build(tmp: Path) -> None:
-            with seeded(self.seed):
-                train_classifier.run(ctx, m, samples, tmp, self.progress)
+            train_classifier.run(ctx, m, samples, tmp, self.progress)
         folder = self.stage("classifier", key, build)
         for extra in m.classifier_stages:
             prev = folder
@@ -162,10 +161,9 @@ class _Run:
                    "config": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k.startswith(extra.prefix)}}
 
             def build_extra(tmp: Path, prev=prev, extra=extra) -> None:
-                with seeded(self.seed):
-                    model = self.load_classifier(ctx, prev)
-                    extra.run(ctx, model, tmp)
-                    torch.save(model.state_dict(), tmp / "model.pt")
+                model = self.load_classifier(ctx, prev)
+                extra.run(ctx, model, tmp)
+                torch.save(model.state_dict(), tmp / "model.pt")
             folder = self.stage(f"classifier-{extra.name}", key, build_extra)
         return folder, ctx
 
@@ -193,9 +191,9 @@ class _Run:
     def segmentation(self):
         from .metrics.segmentation import evaluate_masks, evaluate_seeds
         from .stages import expand, train_segmenter
-        names = self.ds.split_names()
-        train_split = "train_aug" if "train_aug" in names else "train"
-        train = self.samples(train_split)
+        from .stages.common import train_split
+        classifier_split = train_split(self.ds)
+        train = self.samples(classifier_split)
         scored = self.samples("train", need_masks=True)
         val = self.samples("val", need_masks=True) if self.cfg.seg_enabled else []
         cfg, m = self.cfg, self.method
@@ -212,13 +210,11 @@ class _Run:
                    "seed_threshold": cfg.seed_threshold if cfg.expansion == "none" else None}
 
             def build_masks(tmp: Path, ctx=ctx, cams=cams) -> None:
-                from .stages.common import seeded
-                with seeded(self.seed):
-                    if m.expand is not None:
-                        m.expand(ctx, cams / "all", tmp / "masks")
-                    else:
-                        expand.run(ctx, cams / "all", images, tmp, self.progress)
-                    link_subset(tmp / "masks", tmp / "train", scored, ".png")
+                if m.expand is not None:
+                    m.expand(ctx, cams / "all", tmp / "masks")
+                else:
+                    expand.run(ctx, cams / "all", images, tmp, self.progress)
+                link_subset(tmp / "masks", tmp / "train", scored, ".png")
             expanded = self.stage("expand", key, build_masks)
             masks = expanded / "masks"
             pseudo = self.evaluation("pseudo", expanded, {"protocol": "irn"},
@@ -230,9 +226,7 @@ class _Run:
                        "device": self.device}
 
                 def build_seg(tmp: Path, ctx=ctx) -> None:
-                    from .stages.common import seeded
-                    with seeded(self.seed):
-                        train_segmenter.run(ctx, train, masks, val, tmp, self.progress)
+                    train_segmenter.run(ctx, train, masks, val, tmp, self.progress)
                 seg_dir = self.stage("segmenter", key, build_seg)
                 seg = self.evaluation("segmentation", seg_dir, {"protocol": cfg.seg_protocol}, lambda: evaluate_masks(
                     self.ds, "val", seg_dir / "pred", protocol=cfg.seg_protocol))
@@ -246,7 +240,7 @@ class _Run:
         metrics = {"seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"]}
         protocols = {"seed_miou": seeds.get("protocol", cfg.seed_protocol), "pseudo_miou": pseudo.get("protocol", "irn")}
         extra = {"seed_iou": seeds.get("iou"), "pseudo_iou": pseudo.get("iou"), "expansion": cfg.expansion,
-                 "splits": {"classifier": train_split, "seeds": "train", "segmentation": "val"}}
+                 "splits": {"classifier": classifier_split, "seeds": "train", "segmentation": "val"}}
         for name, result in (("seed", seeds), ("pseudo", pseudo), ("seg", seg)):
             if result and "context_confusion" in result:
                 extra[f"{name}_context_confusion"] = result["context_confusion"]

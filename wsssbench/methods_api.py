@@ -119,8 +119,8 @@ class Context:
     @property
     def num_fg(self) -> int:
         """Number of foreground classes (the classifier's outputs)."""
-        ds = self.dataset
-        return ds.num_classes - 1 if ds.has_background else ds.num_classes
+        from .data.base import num_fg
+        return num_fg(self.dataset)
 
 
 @dataclass(frozen=True)

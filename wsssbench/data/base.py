@@ -91,6 +91,12 @@ class Dataset:
             raise UserError(f"{self.name}: unknown split {split!r}; this layout has: {', '.join(self.split_names())}")
 
 
+def num_fg(dataset: Dataset) -> int:
+    """The foreground classes (the classifier's outputs): ``num_classes`` less the background, if any.
+    A function rather than a property so that datasets not derived from :class:`Dataset` have it too."""
+    return dataset.num_classes - 1 if dataset.has_background else dataset.num_classes
+
+
 def read_image(path: Path) -> np.ndarray:
     """An (H, W, 3) uint8 RGB array; a missing or unreadable file is a :class:`UserError`."""
     try:

@@ -1,15 +1,16 @@
-"""What the stages share: image tensors, label vectors, and the seeded torch set-up."""
+"""What the stages share: image tensors, label vectors, training pairs, and seeding."""
 from __future__ import annotations
 
-import contextlib
 import random
-from typing import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..data import Dataset, Sample
+from ..data.base import num_fg
 
 MEAN = (0.485, 0.456, 0.406)    # ImageNet statistics, as IRN's imutils.Normalize
 STD = (0.229, 0.224, 0.225)
@@ -29,13 +30,14 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+def train_split(dataset: Dataset) -> str:
+    """The classifier's training split: ``train_aug`` where the layout has it (VOC + SBD, as IRN), else ``train``."""
+    return "train_aug" if "train_aug" in dataset.split_names() else "train"
+
+
 def fg_index(dataset: Dataset, label: int) -> int:
     """A Sample label (index into class_names) → classifier output index (IRN: VOC class − 1)."""
     return label - 1 if dataset.has_background else label
-
-
-def num_fg(dataset: Dataset) -> int:
-    return dataset.num_classes - 1 if dataset.has_background else dataset.num_classes
 
 
 def label_vector(dataset: Dataset, sample: Sample) -> torch.Tensor:
@@ -83,13 +85,19 @@ def random_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
+def training_pairs(dataset: Dataset, samples: list[Sample], masks_dir: Path,
+                   size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (bilinear) and their ``<id>.png`` labels in ``masks_dir`` (nearest), resized to ``size``² and
+    stacked: ``(N, 3, size, size)`` float and ``(N, size, size)`` long."""
+    images, labels = [], []
+    for sample in samples:
+        x = to_tensor(dataset.load_image(sample))
+        y = torch.from_numpy(np.array(Image.open(masks_dir / f"{sample.id}.png"))).float()
+        images.append(F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0])
+        labels.append(F.interpolate(y[None, None], size=(size, size), mode="nearest")[0, 0].long())
+    return torch.stack(images), torch.stack(labels)
+
+
 def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
     """IRN/DeepLab's poly schedule: ``base · (1 − step/total)^power``."""
     return base * (1 - step / max(total, 1)) ** power
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed python, numpy and torch for one stage, so a stage's result depends on its key alone."""
-    seed_everything(seed)
-    yield

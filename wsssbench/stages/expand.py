@@ -19,7 +19,8 @@ from PIL import Image
 from ..cams import load_cams
 from ..data.base import mask_png
 from ..io import atomic_path
-from .common import poly_lr, to_tensor
+from ..metrics.segmentation import seeds_from_cams
+from .common import poly_lr, to_tensor, training_pairs
 
 STRIDE = 4      # IRN walks on the stride-4 CAM
 
@@ -91,13 +92,7 @@ def train_affinity(ctx, samples, conf_dir: Path, workdir: Path, progress=None):
     # IRN keeps its ImageNet backbone frozen; a randomly initialised one has nothing worth freezing.
     net = AffinityNet(build_backbone(cfg.backbone, pretrained=pretrained, output_stride=16),
                       freeze_backbone=pretrained is not None).to(ctx.device)
-    images, labels = [], []
-    for sample in samples:
-        x = to_tensor(ctx.dataset.load_image(sample))
-        y = torch.from_numpy(np.array(Image.open(conf_dir / f"{sample.id}.png"))).float()
-        images.append(F.interpolate(x[None], size=(cfg.cls_size,) * 2, mode="bilinear", align_corners=False)[0])
-        labels.append(F.interpolate(y[None, None], size=(cfg.cls_size,) * 2, mode="nearest")[0, 0].long())
-    images, labels = torch.stack(images), torch.stack(labels)
+    images, labels = training_pairs(ctx.dataset, samples, conf_dir, cfg.cls_size)
     gen = torch.Generator().manual_seed(ctx.seed)
     steps_per_epoch = max(1, len(images) // cfg.rw_batch_size)
     total = cfg.rw_epochs * steps_per_epoch
@@ -185,8 +180,7 @@ def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None) -> None:
         elif cfg.expansion == "crf":
             mask = crf_mask(image, cam.cams, cam.keys, cfg.crf_alpha)
         else:   # "none": the seeds themselves (IRN threshold rule)
-            planes = np.concatenate([np.full((1,) + cam.cams.shape[1:], cfg.seed_threshold, cam.cams.dtype), cam.cams])
-            mask = np.concatenate([[0], cam.keys + 1]).astype(np.uint8)[planes.argmax(0)]
+            mask = seeds_from_cams(cam.cams, cam.keys, threshold=cfg.seed_threshold)
         save_mask(masks / f"{sample.id}.png", mask)
         if progress:
             progress.advance(task)

@@ -7,25 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from .common import poly_lr, to_tensor
+from .common import poly_lr, to_tensor, training_pairs
 from .expand import dense_crf, save_mask
 
 
 def crf_post(image: np.ndarray, probs: np.ndarray, t: int = 10) -> np.ndarray:
     """deeplab-pytorch's post-CRF: Gaussian w 3 xy 1, bilateral w 4 xy 67 rgb 3, 10 iterations."""
     return dense_crf(image, probs, gaussian=(1, 3), bilateral=(67, 3, 4), t=t)
-
-
-def _training_pairs(ctx, samples, masks_dir: Path, size: int):
-    images, labels = [], []
-    for sample in samples:
-        x = to_tensor(ctx.dataset.load_image(sample))
-        y = torch.from_numpy(np.array(Image.open(masks_dir / f"{sample.id}.png"))).float()
-        images.append(F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0])
-        labels.append(F.interpolate(y[None, None], size=(size, size), mode="nearest")[0, 0].long())
-    return torch.stack(images), torch.stack(labels)
 
 
 def run(ctx, train_samples, masks_dir: Path, val_samples, workdir: Path, progress=None) -> Path:
@@ -35,7 +24,7 @@ def run(ctx, train_samples, masks_dir: Path, val_samples, workdir: Path, progres
     cfg, device = ctx.cfg, torch.device(ctx.device)
     model = DeepLabV2(build_backbone(cfg.backbone, pretrained=pretrained_source(cfg), output_stride=8),
                       ctx.dataset.num_classes).to(device)
-    images, labels = _training_pairs(ctx, train_samples, masks_dir, cfg.seg_size)
+    images, labels = training_pairs(ctx.dataset, train_samples, masks_dir, cfg.seg_size)
     gen = torch.Generator().manual_seed(ctx.seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.seg_lr, momentum=0.9, weight_decay=cfg.seg_weight_decay)
     task = progress.add_task("train segmenter", total=cfg.seg_iterations) if progress else None
