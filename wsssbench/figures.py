@@ -26,12 +26,14 @@ def run_figure(dataset, inputs: dict, path: Path) -> Path:
     from PIL import Image
 
     samples, pal = inputs["samples"], palette()
-    cols = ("image", "CAM (max)", f"seeds (t={inputs['threshold']})", "pseudo-mask", "ground truth")
+    rule = {k: inputs[k] for k in ("threshold", "alpha") if k in inputs}    # the run's seed rule
+    rule_name = f"t={rule['threshold']}" if "threshold" in rule else f"α={rule['alpha']}"
+    cols = ("image", "CAM (max)", f"seeds ({rule_name})", "pseudo-mask", "ground truth")
     fig, axes = plt.subplots(len(samples), len(cols), figsize=(2 * len(cols), 2 * len(samples)), squeeze=False)
     for row, sample in zip(axes, samples):
         image = dataset.load_image(sample)
         cam = load_cams(Path(inputs["cams"]) / f"{sample.id}.npz")
-        seeds = seeds_from_cams(cam.cams, cam.keys, threshold=inputs["threshold"])
+        seeds = seeds_from_cams(cam.cams, cam.keys, **rule)
         heat = cam.cams.max(0) if len(cam.cams) else np.zeros(image.shape[:2])
         mask = np.array(Image.open(Path(inputs["masks"]) / f"{sample.id}.png"))
         shown = (image, None, pal[seeds], pal[mask], pal[dataset.load_mask(sample)])

@@ -29,16 +29,17 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     _check_config(cfg, device)
     options = dict(dataset_options or {})
     ds = get_dataset(dataset, root, **options)
-    ds_key = {"name": dataset, "options": options, "root": str(ds.root)}
+    ds_key = dataset_key(dataset, ds)
     run = _Run(m, cfg, ds, ds_key, seed, device, Path(out), progress)
     with run.progress_ctx(), _cpu_threads(device):
-        metrics, protocols, artifacts, extra = run.wsol() if ds.task == "localization" else run.segmentation()
+        metrics, protocols, artifacts, extra, rounds = run.wsol() if ds.task == "localization" else run.segmentation()
     from .stages.train_classifier import pretrained_source
-    record = RunRecord(method=method, dataset=dataset, dataset_preset=options.get("preset"),
+    preset = ds_key.get("generation", {}).get("preset")
+    record = RunRecord(method=method, dataset=dataset, dataset_preset=preset,
                        config=dataclasses.asdict(cfg), seed=seed, metrics=metrics, protocols=protocols,
                        pretrained=pretrained_source(cfg), device=device, timings=run.timings,
-                       artifacts={k: str(v) for k, v in artifacts.items()}, extra=extra)
-    tag = "-".join(str(p) for p in (dataset, options.get("preset")) if p)
+                       artifacts={k: str(v) for k, v in artifacts.items()}, extra=extra, rounds=rounds)
+    tag = "-".join(str(p) for p in (dataset, preset) if p)
     stem = Path(out) / "records" / method / tag / f"{key_hash(record.config)}-seed{seed}"
     if ds.task != "localization":
         from .figures import run_figure
@@ -46,6 +47,16 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     record.write(stem.with_suffix(".json"))
     record.artifacts["record"] = str(stem.with_suffix(".json"))
     return record
+
+
+def dataset_key(name: str, ds) -> dict:
+    """The data a run reads, as resolved: the reader, its folder and, for the synthetic benchmark, the
+    generation options it was made with (so ``--dataset synthetic`` and ``--preset tiny`` key alike)."""
+    key = {"name": name, "root": str(Path(ds.root).resolve())}
+    manifest = getattr(ds, "manifest", None)
+    if manifest is not None:
+        key["generation"] = {k: manifest[k] for k in ("preset", "seed", "confounding")}
+    return key
 
 
 @contextlib.contextmanager
@@ -75,9 +86,11 @@ def _check_config(cfg, device: str) -> None:
         import torch
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    for name in ("cls_epochs", "cls_batch_size", "cls_size", "rw_batch_size", "seg_batch_size", "seg_size", "rounds"):
+    for name in ("cls_epochs", "cls_batch_size", "cls_size", "rw_batch_size", "seg_batch_size", "seg_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--set {name}={getattr(cfg, name)}: must be at least 1")
+    if cfg.rounds < 0:
+        raise UserError(f"--set rounds={cfg.rounds}: must be 0 (the baseline alone) or more")
 
 
 class _Run:
@@ -143,14 +156,17 @@ class _Run:
         return model.to(self.device).eval()
 
     # ------------------------------------------------------------------ stages
+    def fields(self, stage: str) -> dict:
+        return stage_fields(self.cfg, stage, self.method)
+
     def classifier(self, samples, round_: int = 0, inputs: dict | None = None) -> tuple[Path, Context]:
         """The base classifier, then the method's further classifier stages; the last one's folder."""
         import torch
         from .stages import train_classifier
         m, ctx = self.method, self.ctx(round_, inputs)
-        key = {"data": self.ds_key, "config": stage_fields(self.cfg, "classifier"), "seed": self.seed,
-               "device": self.device, "hooks": [hook_id(m.build_classifier), hook_id(m.train_step)],
-               "inputs": {k: str(v) for k, v in ctx.inputs.items()}}
+        key = {"data": self.ds_key, "config": self.fields("classifier"), "seed": self.seed, "device": self.device,
+               "hooks": [hook_id(m.build_classifier), hook_id(m.train_step), hook_id(m.extra_inputs)],
+               "round": round_, "inputs": {k: self.cache_name(v) for k, v in ctx.inputs.items()}}
 
         def build(tmp: Path) -> None:
             train_classifier.run(ctx, m, samples, tmp, self.progress)
@@ -158,7 +174,7 @@ class _Run:
         for extra in m.classifier_stages:
             prev = folder
             key = {"previous": prev.name, "stage": extra.name, "hook": hook_id(extra.run),
-                   "config": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k.startswith(extra.prefix)}}
+                   "config": self.fields(extra.name)}
 
             def build_extra(tmp: Path, prev=prev, extra=extra) -> None:
                 model = self.load_classifier(ctx, prev)
@@ -167,10 +183,15 @@ class _Run:
             folder = self.stage(f"classifier-{extra.name}", key, build_extra)
         return folder, ctx
 
+    def cache_name(self, path: Path) -> str:
+        """A path as a cache key: relative to the cache folder when inside it (keys survive moving ``--out``)."""
+        path = Path(path)
+        return str(path.relative_to(self.cache)) if path.is_relative_to(self.cache) else str(path.resolve())
+
     def cams(self, clf: Path, ctx: Context, images: list, scored: list, val: list) -> Path:
         """CAMs of ``images`` in ``all/``, of ``val`` in ``val/``; ``train/`` links the scored split's files."""
         from .stages import infer_cams
-        key = {"classifier": clf.name, "config": stage_fields(self.cfg, "cams"),
+        key = {"classifier": clf.name, "config": self.fields("cams"),
                "hook": hook_id(self.method.refine_cams), "images": _ids_hash(images), "val": _ids_hash(val)}
 
         def build(tmp: Path) -> None:
@@ -188,57 +209,103 @@ class _Run:
         folder = self.stage(f"eval-{name}", key, lambda tmp: write_json(tmp / "result.json", fn()))
         return json.loads((folder / "result.json").read_text())
 
+    def seed_rule(self) -> dict:
+        """The seed rule: the SEAM/CPN power background when ``seed_alpha`` is set, else IRN's threshold."""
+        cfg = self.cfg
+        return {"alpha": cfg.seed_alpha} if cfg.seed_alpha is not None else {"threshold": cfg.seed_threshold}
+
+    def expand(self, ctx: Context, cams: Path, images: list, scored: list) -> Path:
+        """Pseudo-masks of ``images`` in ``masks/`` (``train/`` links the scored split's)."""
+        from .stages import expand
+        m, cfg = self.method, self.cfg
+        # the seeds are the masks of expansion "none", and a method's own expansion may start from them:
+        # those also read the seed_ settings
+        reads_seeds = m.expand is not None or cfg.expansion == "none"
+        config = self.fields("expand") | ({k: v for k, v in vars(cfg).items() if k.startswith("seed_")}
+                                          if reads_seeds else {})
+        key = {"cams": cams.name, "config": config,
+               "seed": self.seed, "hook": hook_id(m.expand), "images": _ids_hash(images)}
+
+        def build(tmp: Path) -> None:
+            if m.expand is not None:
+                m.expand(ctx, cams / "all", tmp / "masks")
+            else:
+                expand.run(ctx, cams / "all", images, tmp, self.progress, self.seed_rule())
+            link_subset(tmp / "masks", tmp / "train", scored, ".png")
+        return self.stage("expand", key, build)
+
+    def segmenter(self, ctx: Context, train: list, cams: Path, masks: Path, val: list) -> Path:
+        """The segmentation model trained on ``masks``; its predictions of val (and train, if the method asks)."""
+        from .stages import train_segmenter
+        m = self.method
+        predict = {"pred": val, **({"pred_train": train} if m.segment_train else {})}
+        key = {"masks": masks.parent.name, "cams": cams.name, "config": self.fields("segmenter"), "seed": self.seed,
+               "device": self.device, "hooks": [hook_id(m.build_segmenter), hook_id(m.seg_step),
+                                                hook_id(m.extra_inputs)],
+               "predict": {k: _ids_hash(v) for k, v in predict.items()}}
+
+        def build(tmp: Path) -> None:
+            train_segmenter.run(ctx, m, train, masks, cams / "all", predict, tmp, self.progress)
+        return self.stage("segmenter", key, build)
+
+    def next_round(self, ctx: Context, artifacts: dict[str, Path]) -> dict[str, Path]:
+        """The method's ``next_round`` as a cached stage: round t's artifacts in, round t+1's inputs out."""
+        from .io import write_json
+        m = self.method
+        key = {"round": ctx.round, "artifacts": {k: self.cache_name(v) for k, v in artifacts.items()},
+               "config": self.fields("next_round"), "hook": hook_id(m.next_round)}
+
+        def build(tmp: Path) -> None:
+            made = m.next_round(ctx, artifacts, tmp)
+            outside = [str(v) for v in made.values() if not Path(v).resolve().is_relative_to(tmp.resolve())]
+            if outside:
+                raise ValueError(f"{m.name}.next_round returned paths outside its folder: {', '.join(outside)}")
+            write_json(tmp / "inputs.json", {k: str(Path(v).resolve().relative_to(tmp.resolve()))
+                                             for k, v in made.items()})
+        folder = self.stage(f"round{ctx.round + 1}-inputs", key, build)
+        return {k: folder / v for k, v in json.loads((folder / "inputs.json").read_text()).items()}
+
     def segmentation(self):
         from .metrics.segmentation import evaluate_masks, evaluate_seeds
-        from .stages import expand, train_segmenter
         from .stages.common import train_split
         classifier_split = train_split(self.ds)
         train = self.samples(classifier_split)
         scored = self.samples("train", need_masks=True)
         val = self.samples("val", need_masks=True) if self.cfg.seg_enabled else []
         cfg, m = self.cfg, self.method
+        if cfg.rounds and m.next_round is None:
+            raise UserError(f"{m.name}: rounds={cfg.rounds} needs a next_round hook; use --set rounds=0")
         seen = {s.id for s in train}
         images = train + [s for s in scored if s.id not in seen]     # VOC/synthetic: train ⊂ train_aug
         inputs: dict[str, Path] = {}
-        for round_ in range(cfg.rounds):
+        rounds = []
+        for round_ in range(cfg.rounds + 1):
             clf, ctx = self.classifier(train, round_, inputs)
             cams = self.cams(clf, ctx, images, scored, val)
-            seeds = self.evaluation("seeds", cams, stage_fields(cfg, "seeds"), lambda: evaluate_seeds(
-                self.ds, "train", cams / "train", threshold=cfg.seed_threshold, protocol=cfg.seed_protocol))
-            key = {"cams": cams.name, "config": stage_fields(cfg, "expand"), "seed": self.seed,
-                   "hook": hook_id(m.expand), "images": _ids_hash(images),
-                   "seed_threshold": cfg.seed_threshold if cfg.expansion == "none" else None}
-
-            def build_masks(tmp: Path, ctx=ctx, cams=cams) -> None:
-                if m.expand is not None:
-                    m.expand(ctx, cams / "all", tmp / "masks")
-                else:
-                    expand.run(ctx, cams / "all", images, tmp, self.progress)
-                link_subset(tmp / "masks", tmp / "train", scored, ".png")
-            expanded = self.stage("expand", key, build_masks)
-            masks = expanded / "masks"
-            pseudo = self.evaluation("pseudo", expanded, {"protocol": "irn"},
-                                     lambda: evaluate_masks(self.ds, "train", expanded / "train", protocol="irn"))
-            artifacts = {"classifier": clf, "cams": cams, "masks": masks}
+            seeds = self.evaluation("seeds", cams, {**self.seed_rule(), "protocol": cfg.seed_protocol},
+                                    lambda: evaluate_seeds(self.ds, "train", cams / "train", **self.seed_rule(),
+                                                           protocol=cfg.seed_protocol))
+            expanded = self.expand(ctx, cams, images, scored)
+            pseudo = self.evaluation("pseudo", expanded, {"protocol": cfg.pseudo_protocol}, lambda: evaluate_masks(
+                self.ds, "train", expanded / "train", protocol=cfg.pseudo_protocol))
+            artifacts = {"classifier": clf, "cams": cams, "masks": expanded / "masks"}
             seg = None
             if cfg.seg_enabled:
-                key = {"masks": expanded.name, "config": stage_fields(cfg, "segmenter"), "seed": self.seed,
-                       "device": self.device}
-
-                def build_seg(tmp: Path, ctx=ctx) -> None:
-                    train_segmenter.run(ctx, train, masks, val, tmp, self.progress)
-                seg_dir = self.stage("segmenter", key, build_seg)
+                seg_dir = self.segmenter(ctx, train, cams, expanded / "masks", val)
                 seg = self.evaluation("segmentation", seg_dir, {"protocol": cfg.seg_protocol}, lambda: evaluate_masks(
                     self.ds, "val", seg_dir / "pred", protocol=cfg.seg_protocol))
                 artifacts.update(segmenter=seg_dir, predictions=seg_dir / "pred")
-            if round_ + 1 < cfg.rounds:
-                if m.next_round is None:
-                    raise UserError(f"{m.name}: rounds={cfg.rounds} needs a next_round hook; use --set rounds=1")
-                inputs = m.next_round(ctx, artifacts)
+                if m.segment_train:
+                    artifacts["train_predictions"] = seg_dir / "pred_train"
+            rounds.append({"round": round_, "seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"],
+                           "seg_miou": seg["miou"] if seg else None})
+            if round_ < cfg.rounds:
+                inputs = self.next_round(ctx, artifacts)
         self.figure_inputs = {"samples": scored[:6], "cams": cams / "train", "masks": expanded / "train",
-                              "threshold": cfg.seed_threshold}
+                              **self.seed_rule()}
         metrics = {"seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"]}
-        protocols = {"seed_miou": seeds.get("protocol", cfg.seed_protocol), "pseudo_miou": pseudo.get("protocol", "irn")}
+        protocols = {"seed_miou": seeds.get("protocol", cfg.seed_protocol),
+                     "pseudo_miou": pseudo.get("protocol", cfg.pseudo_protocol)}
         extra = {"seed_iou": seeds.get("iou"), "pseudo_iou": pseudo.get("iou"), "expansion": cfg.expansion,
                  "splits": {"classifier": classifier_split, "seeds": "train", "segmentation": "val"}}
         for name, result in (("seed", seeds), ("pseudo", pseudo), ("seg", seg)):
@@ -248,7 +315,7 @@ class _Run:
             metrics["seg_miou"] = seg["miou"]
             protocols["seg_miou"] = seg.get("protocol", cfg.seg_protocol)
             extra["seg_iou"] = seg.get("iou")
-        return metrics, protocols, artifacts, extra
+        return metrics, protocols, artifacts, extra, rounds
 
     def wsol(self):
         from .metrics.localization import evaluate_wsol
@@ -257,12 +324,12 @@ class _Run:
         split = "test" if "test" in names else "val"
         clf, ctx = self.classifier(self.samples("train"))
         samples = self.samples(split)
-        key = {"classifier": clf.name, "config": stage_fields(self.cfg, "cams"), "hook": hook_id(self.method.wsol_maps),
+        key = {"classifier": clf.name, "config": self.fields("cams"), "hook": hook_id(self.method.wsol_maps),
                "split": split}
         maps = self.stage("wsol-maps", key, lambda tmp: wsol.run(ctx, self.method, self.load_classifier(ctx, clf),
                                                                  samples, tmp, self.progress))
         cfg = self.cfg
-        result = self.evaluation("wsol", maps, stage_fields(cfg, "wsol"),
+        result = self.evaluation("wsol", maps, {k: v for k, v in vars(cfg).items() if k.startswith("wsol_")},
                                  lambda: evaluate_wsol(self.ds, split, maps, protocol=cfg.wsol_protocol,
                                                        frame=cfg.wsol_frame, threshold=cfg.wsol_threshold))
         keys = ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known")
@@ -270,7 +337,7 @@ class _Run:
         protocols = {k: f"{result.get('protocol', cfg.wsol_protocol)}/{result.get('frame', cfg.wsol_frame)}"
                      for k in metrics}
         extra = {k: result[k] for k in ("maxboxacc", "maxboxacc_v2", "best_threshold") if k in result}
-        return metrics, protocols, {"classifier": clf, "maps": maps}, extra
+        return metrics, protocols, {"classifier": clf, "maps": maps}, extra, [{"round": 0, **metrics}]
 
 
 def _ids_hash(samples) -> str:

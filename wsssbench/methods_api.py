@@ -13,16 +13,20 @@ Every hook has a default, and the defaults are the CAM baseline (Zhou et al. 201
 ``methods/cam.py`` overrides nothing. Hooks receive a :class:`Context` (config, dataset, device,
 round, upstream artifacts) so their signatures stay stable as methods need more.
 
-**Caching.** The harness caches each stage under a hash of the config fields the stage reads and of
-its inputs. A stage reads the fields whose names start with its prefix (:data:`STAGE_PREFIXES`) plus
-``backbone``/``weights``; a method's own fields join a stage's hash by taking that prefix (a
-``cls_``-field changes the base classifier; a ``c2am_``-field only the C2AM stage). The hash also
-names the hook functions a stage runs (module + qualified name), so ``cam`` and ``c2am`` with the
-same base config share the one base classifier.
+**Caching.** The harness caches each stage under a hash of its inputs' folders, the hooks it runs
+and the config fields it may read. Fields are *owned* by the stage that first reads them
+(:data:`STAGE_OWNERS`: ``cam_`` fields by the CAM stage, ``seg_`` fields by the segmenter, …); a
+stage's key holds **every field that no later stage owns**. A field no stage claims (a method's
+``block`` or ``base``) therefore joins the classifier's key and, through its folder, every later
+stage's: a changed setting can retrain more than it must, never reuse a stale result. A classifier
+stage of a method owns the fields of its ``prefix`` (``c2am_``), so ``cam`` and ``c2am`` with the same
+base config share one base classifier. The hash names the hook functions a stage runs
+(:func:`hook_id`), so methods sharing hooks and config share stages.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import pkgutil
 import types
@@ -34,15 +38,19 @@ from typing import Any, Callable
 from .errors import UserError
 from .registry import Registry
 
-#: stage name → the prefix of the config fields that stage reads (besides ``backbone``, ``weights``).
-STAGE_PREFIXES = {
-    "classifier": "cls_",
-    "cams": "cam_",
-    "seeds": "seed_",
-    "expand": ("rw_", "crf_", "expansion"),
-    "segmenter": "seg_",
-    "wsol": "wsol_",
-}
+#: The stages in pipeline order with the config fields each owns (names or name prefixes); a field
+#: matching several owners belongs to the last. ``classifier`` owns every field nobody else claims;
+#: a method's classifier stages come right after it, owning their prefixes; ``evaluation`` owns the
+#: scoring options (no artifact depends on them); ``rounds`` is the round count.
+STAGE_OWNERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("classifier", ()),
+    ("cams", ("cam_",)),
+    ("expand", ("expansion", "rw_", "crf_")),
+    ("segmenter", ("seg_",)),
+    ("evaluation", ("seed_", "pseudo_", "seg_protocol", "wsol_")),
+    ("next_round", ()),
+    ("rounds", ("rounds",)),
+)
 
 
 @dataclass
@@ -72,6 +80,8 @@ class CamConfig:
     cam_flip: bool = True               # IRN: each scale with its horizontal flip
     # --- seeds (IRN step/eval_cam.py)
     seed_threshold: float = 0.15        # IRN cam_eval_thres 0.15; C2AM sweeps 0.13-0.20
+    seed_alpha: float | None = None     # set: background (1 - max CAM)^alpha instead of the threshold
+    #                                   (SEAM infer_SEAM.py / CPN: alpha 16; CONTA appendix 3.1)
     seed_protocol: str = "irn"          # evaluation preset of wsssbench.metrics.segmentation
     # --- expansion: "rw" (IRN's random walk), "crf" (dense CRF on CAMs), "none" (the seeds themselves).
     # IRN uses "rw"; on tiny from random init its boundary net learns little (pseudo-mask mIoU 21.3
@@ -89,7 +99,10 @@ class CamConfig:
     rw_batch_size: int = 16             # IRN irn_batch_size 32
     crf_alpha: float = 4.0              # SEAM infer_SEAM.py: bg = (1 - max cam)^alpha, alpha 4 ("la")
     # --- segmentation (kazuto1011/deeplab-pytorch voc12.yaml as CONTA/C2AM ran it)
+    pseudo_protocol: str = "irn"        # evaluation preset for the pseudo-masks (IRN eval_sem_seg.py)
     seg_enabled: bool = True            # train and evaluate the segmentation model
+    seg_backbone: str | None = None     # DeepLab's backbone; None: the classifier's (papers: resnet101)
+    seg_weights: str | None = None      # its weights file; None: ``weights`` if seg_backbone is the classifier's
     seg_iterations: int = 300           # CONTA 20k, C2AM 30k iterations
     seg_batch_size: int = 8             # CONTA 5 x 2, C2AM 10 x 2
     seg_lr: float = 0.01                # deeplab-pytorch 2.5e-4 with pretrained ResNet-101 (poly 0.9)
@@ -97,8 +110,9 @@ class CamConfig:
     seg_size: int = 64                  # training crop side (deeplab-pytorch crop 321)
     seg_crf: bool = False               # post-CRF (10 iters, Gaussian w3 xy1, bilateral w4 xy67 rgb3)
     seg_protocol: str = "deeplab"       # evaluation preset for the segmentation stage
-    # --- multi-round methods (CONTA: 3 rounds)
-    rounds: int = 1
+    # --- multi-round methods: the rounds after round 0 (the baseline), each made by next_round; the run
+    # records rounds + 1 entries (CONTA Table 1 / A1: "Baseline", "Round = 1" ... "Round = 4"; default 3)
+    rounds: int = 0
     # --- WSOL (clovaai/wsolevaluation)
     wsol_protocol: str = "wsolevaluation"
     wsol_frame: str = "224"
@@ -128,8 +142,9 @@ class ClassifierStage:
     """A training stage after the base classifier (C2AM: Global CAM, then training with adjusted scores).
 
     ``run(ctx, model, workdir)`` continues training ``model`` in place; it may write artifacts (the
-    Global CAM) into ``workdir``. The harness caches the result under the hash of the previous
-    classifier, the config fields starting with ``prefix``, and ``run``'s name.
+    Global CAM) into ``workdir``. The stage owns the config fields starting with ``prefix`` (they stay
+    out of the base classifier's key); the harness caches the result under the previous classifier's
+    folder, every field no later stage owns, and ``run``'s name.
     """
 
     name: str
@@ -157,18 +172,34 @@ class Method:
     - ``build_classifier(ctx) -> nn.Module``: a module with ``forward(x) -> logits (B, num_fg)`` and
       ``cams(x) -> raw class maps (B, num_fg, h, w)`` (the CAM stage applies ReLU, scales, flips and
       normalisation), as :class:`wsssbench.models.CAMClassifier`; parameters whose names start with
-      ``classifier`` train at 10× the learning rate (IRN).
+      ``classifier`` train at 10× the learning rate (IRN). Its ``backbone`` is a
+      :class:`wsssbench.models.Backbone`: ``stages`` (the five blocks), ``forward_stages(x)``,
+      ``stage_channels`` and ``stage_strides``, which is where a wrapper concatenates a map at a block.
     - ``train_step(ctx, model, batch) -> loss``: ``batch`` has ``image`` (B,3,H,W normalised),
-      ``labels`` (B, num_fg multi-hot), ``index``; SEAM/CPN build their views here.
+      ``labels`` (B, num_fg multi-hot), ``index`` and the ``extra_inputs``; SEAM/CPN build their views here.
     - ``classifier_stages``: further training stages after the base classifier (C2AM).
     - ``refine_cams(ctx, model, image, cams) -> cams``: CAM refinement (SEAM's PCM, CPN's PRCM);
       ``cams`` are (k, H, W) for the image's label keys, before max-normalisation.
     - ``expand(ctx, cams_dir, out_dir) -> None``: write one PNG pseudo-mask per image into ``out_dir``
       (IRNet, DSRG); ``None``: the config's ``expansion`` ("rw" | "crf" | "none").
-    - ``next_round(ctx, artifacts) -> dict[str, Path]``: multi-round methods (CONTA): from round t's
-      artifacts (``masks``, ``segmenter``, ``cams``) make the inputs of round t+1's classifier,
-      handed to ``build_classifier`` as ``ctx.inputs``.
+    - ``build_segmenter(ctx) -> nn.Module``: the segmentation model, with ``outputs(x)`` (what the loss
+      reads) and ``forward(x) -> (B, C, h, w)`` class scores; default DeepLab-v2 on ``seg_backbone``.
+    - ``seg_step(ctx, model, batch) -> loss``: ``batch`` has ``image``, ``labels`` (image-level),
+      ``mask`` (the pseudo-mask, 255 = ignore), ``cams`` (B, num_fg, S, S: the CAM cues, zero for absent
+      classes), ``index`` and the ``extra_inputs``, all cropped and flipped together; default
+      cross-entropy ignoring 255 (SEC's and DSRG's losses replace it).
+    - ``segment_train``: the segmenter also predicts the training images (``train_predictions``,
+      CONTA's confounder set).
+    - ``extra_inputs(ctx, sample) -> dict[str, np.ndarray]``: per-image arrays of the image's height and
+      width (``(H, W)`` or ``(H, W, C)``; DSRG's saliency, CPN's superpixels), rescaled (integers:
+      nearest, floats: bilinear), flipped and cropped with the image in every training batch.
+    - ``next_round(ctx, artifacts, workdir) -> dict[str, Path]``: multi-round methods (CONTA): from
+      round t's artifacts (``classifier``, ``cams``, ``masks``, ``segmenter``, ``predictions``,
+      ``train_predictions``) write round t+1's inputs into ``workdir`` (a cached stage of its own) and
+      name them; they reach round t+1's hooks as ``ctx.inputs``.
     - ``wsol_maps(ctx, model, image) -> (scores, maps)``: localization maps for WSOL (NL-CCAM).
+
+    A method built on another (CONTA on IRNet, CPN on SEAM) is made with :func:`derive`.
     """
 
     name: str
@@ -179,6 +210,10 @@ class Method:
     classifier_stages: tuple[ClassifierStage, ...] = ()
     refine_cams: Callable | None = None
     expand: Callable | None = None
+    build_segmenter: Callable = _default("wsssbench.stages.train_segmenter.build_deeplab")
+    seg_step: Callable = _default("wsssbench.stages.train_segmenter.cross_entropy_step")
+    segment_train: bool = False
+    extra_inputs: Callable | None = None
     next_round: Callable | None = None
     wsol_maps: Callable = _default("wsssbench.stages.wsol.cam_maps")
 
@@ -186,9 +221,50 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
+def derive(base: Method, *, name: str, config: type[CamConfig], summary: str, **hooks) -> Method:
+    """A method built on ``base``: its hooks and classifier stages unless ``hooks`` replaces them.
+
+    ``config`` must subclass ``base.config``, so the base's fields are carried (and keyed) as they are.
+    A replacing hook may call the base's (``base.train_step(ctx, model, batch)``) and add to it.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class WrapConfig(CamConfig):
+    ...     block: int = 5
+    >>> m = derive(METHODS.get("cam"), name="wrap", config=WrapConfig, summary="CAM with a block")
+    >>> m.train_step is METHODS.get("cam").train_step, m.config().block
+    (True, 5)
+    """
+    if not issubclass(config, base.config):
+        raise TypeError(f"{name}: its config {config.__name__} must subclass {base.name}'s {base.config.__name__}")
+    return dataclasses.replace(base, name=name, config=config, summary=summary, **hooks)
+
+
 def hook_id(fn: Callable | None) -> str | None:
-    """A hook's stable name for cache keys (module + qualified name)."""
-    return None if fn is None else f"{fn.__module__}.{fn.__qualname__}"
+    """A hook's stable name for cache keys: module + qualified name; a ``functools.partial`` adds its
+    arguments and a callable instance its state, so two differently configured hooks never share a key.
+
+    >>> import functools, operator
+    >>> hook_id(functools.partial(operator.add, 2))
+    'functools.partial(_operator.add, [2], {})'
+    """
+    if fn is None:
+        return None
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({hook_id(fn.func)}, {_state(list(fn.args))}, {_state(fn.keywords)})"
+    if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)):
+        bound = getattr(fn, "__self__", None)
+        name = f"{fn.__module__}.{fn.__qualname__}"
+        return name if bound is None or isinstance(bound, types.ModuleType) else f"{name}@{hook_id(bound)}"
+    cls = type(fn)
+    state = dataclasses.asdict(fn) if dataclasses.is_dataclass(fn) else getattr(fn, "__dict__", {})
+    return f"{cls.__module__}.{cls.__qualname__}({_state(state)})"
+
+
+def _state(obj: Any) -> str:
+    """Canonical JSON of hook arguments (callables by their :func:`hook_id`)."""
+    import json
+    return json.dumps(obj, sort_keys=True, default=lambda o: hook_id(o) if callable(o) else str(o))
 
 
 def make_config(method: Method, overrides: dict[str, str] | None = None) -> CamConfig:
@@ -235,15 +311,33 @@ def parse_value(typ: Any, text: str, key: str = "value") -> Any:
         raise UserError(f"--set {key}={text}: not a valid {getattr(typ, '__name__', typ)}") from None
 
 
-def stage_fields(cfg: CamConfig, stage: str) -> dict[str, Any]:
-    """The config fields ``stage`` reads: those with its prefix, plus ``backbone`` and ``weights``."""
-    prefixes = STAGE_PREFIXES[stage]
-    prefixes = (prefixes,) if isinstance(prefixes, str) else prefixes
-    out = {"backbone": cfg.backbone, "weights": cfg.weights}
-    for f in dataclasses.fields(cfg):
-        if f.name.startswith(prefixes):
-            out[f.name] = getattr(cfg, f.name)
-    return out
+def stage_order(method: Method | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    """:data:`STAGE_OWNERS` with ``method``'s classifier stages after the base classifier."""
+    extras = [(st.name, (st.prefix,)) for st in method.classifier_stages] if method else []
+    return [STAGE_OWNERS[0], *extras, *STAGE_OWNERS[1:]]
+
+
+def field_owner(name: str, order: list[tuple[str, tuple[str, ...]]]) -> str:
+    """The stage that owns config field ``name``: the last one claiming it, else the classifier."""
+    owners = [stage for stage, claims in order if any(name.startswith(c) for c in claims)]
+    return owners[-1] if owners else order[0][0]
+
+
+def stage_fields(cfg: CamConfig, stage: str, method: Method | None = None) -> dict[str, Any]:
+    """The config fields ``stage``'s key holds: every field that no later stage owns.
+
+    >>> cfg = CamConfig()
+    >>> "cls_lr" in stage_fields(cfg, "classifier"), "cam_scales" in stage_fields(cfg, "classifier")
+    (True, False)
+    >>> "cls_lr" in stage_fields(cfg, "segmenter"), "seed_threshold" in stage_fields(cfg, "segmenter")
+    (True, False)
+    """
+    order = stage_order(method)
+    names = [s for s, _ in order]
+    if stage not in names:
+        raise KeyError(f"no stage {stage!r}; stages: {', '.join(names)}")
+    later = set(names[names.index(stage) + 1:])
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if field_owner(f.name, order) not in later}
 
 
 def _discover() -> None:

@@ -36,6 +36,7 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)     # stage -> seconds
     artifacts: dict[str, str] = field(default_factory=dict)     # name -> path
     extra: dict[str, Any] = field(default_factory=dict)         # e.g. context confusion, per-class IoU
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # [{"round": r, "seed_miou": …}, …]; round 0 = baseline
     code_version: str = field(default_factory=code_version)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema: int = SCHEMA_VERSION

@@ -39,6 +39,7 @@ class RowSpec:
     overrides: dict[str, Any] = field(default_factory=dict)   # config overrides for that method
     tolerance: float | None = None        # percentage points, for :func:`verify_results`
     no_recipe: str = ""                   # the recipe's reason for a row it gives no method
+    round: int | None = None              # a rounds row: the record's ``rounds[round]`` (0 = the baseline)
 
     @property
     def missing(self) -> str:
@@ -103,9 +104,21 @@ class Table:
                 continue
             hits = [r for r in records if r.get("method") == spec.method
                     and all(_same(_config_get(r.get("config", {}), k), v) for k, v in spec.overrides.items())]
+            if spec.round is not None:      # one multi-round run gives every round row: one record per seed
+                by_seed = {}
+                for r in hits:
+                    if len(r.get("rounds") or ()) > spec.round:
+                        by_seed.setdefault(r["seed"], {**r, "metrics": _round_metrics(r, spec.round)})
+                hits = list(by_seed.values())
             if hits:
                 out[spec.key] = hits
         return out
+
+
+def _round_metrics(record: dict, round_: int) -> dict:
+    """Round ``round_``'s numbers of a record (``None`` where the round measured nothing)."""
+    entry = record["rounds"][round_]
+    return {k: v for k, v in entry.items() if k != "round" and v is not None}
 
 
 def _alnum(text: str) -> str:
@@ -234,7 +247,7 @@ def _row_spec(key: str, cells: list[Cell], recipes: dict) -> RowSpec:
     recipe = recipes.get(key) or {}
     return RowSpec(key=key, label=first.row, group=first.group, method=recipe.get("method"),
                    overrides=dict(recipe.get("overrides") or {}), tolerance=recipe.get("tolerance"),
-                   no_recipe=recipe.get("missing") or "")
+                   no_recipe=recipe.get("missing") or "", round=recipe.get("round"))
 
 
 def get_table(table_id: str, root: str | Path | None = None) -> Table:

@@ -44,6 +44,7 @@ def summarise(records) -> dict:
                seeds=[r.seed for r in records], device=records[0].device,
                timings={str(r.seed): r.timings for r in records},
                artifacts={str(r.seed): r.artifacts for r in records},
+               rounds={str(r.seed): r.rounds for r in records},
                records=[r.artifacts["record"] for r in records])
     if len(records) > 1:
         out["mean"] = {k: statistics.fmean(v) for k, v in per_seed.items()}

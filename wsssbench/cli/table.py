@@ -35,6 +35,8 @@ def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device:
     done = []
     for spec in runnable:
         overrides = {k: str(v) for k, v in spec.overrides.items()}     # `--set key=value` strings
+        if spec.round:      # the run up to this round; runs for the other rounds share its cached stages
+            overrides["rounds"] = str(spec.round)
         for seed in seeds:
             record = run_method(spec.method, dataset=dataset, overrides=overrides, seed=seed,
                                 out=out, device=device, progress=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,30 +49,65 @@ def label_vector(dataset: Dataset, sample: Sample) -> torch.Tensor:
 
 
 class ImageLabels(torch.utils.data.Dataset):
-    """(image, multi-hot labels). Training: IRN's augmentation — random rescale by a factor in
-    ``rescale``, horizontal flip, random crop (zero-padded, i.e. the mean colour) to ``size``²;
-    evaluation: resized to ``size``²."""
+    """(image, multi-hot labels, the method's extra inputs). Training: IRN's augmentation — random rescale
+    by a factor in ``rescale``, horizontal flip, random crop (zero-padded, i.e. the mean colour) to
+    ``size``², the extras with the image; evaluation: resized to ``size``²."""
 
     def __init__(self, dataset: Dataset, samples: list[Sample], size: int, train: bool = True,
-                 rescale: tuple[float, float] = (1.0, 1.0)):
+                 rescale: tuple[float, float] = (1.0, 1.0), extras: Callable[[Sample], dict] | None = None):
         self.dataset, self.samples, self.size, self.train, self.rescale = dataset, samples, size, train, rescale
+        self.extras = extras
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
         sample = self.samples[i]
-        x = to_tensor(self.dataset.load_image(sample))[None]
+        x = to_tensor(self.dataset.load_image(sample))
+        extra = extra_tensors(self.extras, sample, x.shape[-2:])
+        item = {"labels": label_vector(self.dataset, sample), "index": i}
         if not self.train:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
-            return {"image": x, "labels": label_vector(self.dataset, sample), "index": i}
+            return {"image": resize(x, (self.size, self.size)), **item,
+                    **{k: resize(v, (self.size, self.size)) for k, v in extra.items()}}
         lo, hi = self.rescale
         s = self.size / max(x.shape[-2:]) * (lo + (hi - lo) * float(torch.rand(())))
-        x = F.interpolate(x, size=(max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))),
-                          mode="bilinear", align_corners=False)[0]
+        size = (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s)))
+        x, extra = resize(x, size), {k: resize(v, size) for k, v in extra.items()}
         if torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return {"image": random_crop(x, self.size), "labels": label_vector(self.dataset, sample), "index": i}
+            x, extra = x.flip(-1), {k: v.flip(-1) for k, v in extra.items()}
+        if not extra:
+            return {"image": random_crop(x, self.size), **item}
+        crop = random_crop(torch.cat([x, *(v.to(x.dtype) for v in extra.values())]), self.size)
+        parts = crop.split([len(x), *(len(v) for v in extra.values())])
+        return {"image": parts[0], **item, **{k: p.to(v.dtype) for (k, v), p in zip(extra.items(), parts[1:])}}
+
+
+#: batch keys the harness sets; a method's extra inputs take other names.
+BATCH_KEYS = ("image", "labels", "index", "mask", "cams")
+
+
+def extra_tensors(extras: Callable[[Sample], dict] | None, sample: Sample, shape) -> dict[str, torch.Tensor]:
+    """The method's per-image inputs as (C, H, W) tensors: float32 for float arrays, int64 for integers."""
+    if extras is None:
+        return {}
+    out = {}
+    for name, arr in extras(sample).items():
+        arr = np.asarray(arr)
+        if name in BATCH_KEYS:
+            raise ValueError(f"extra input {name!r} clashes with the harness's batch key of that name")
+        if arr.shape[:2] != tuple(shape) or arr.ndim not in (2, 3):
+            raise ValueError(f"extra input {name!r} of {sample.id}: shape {arr.shape}, expected "
+                             f"{tuple(shape)} or {tuple(shape)} + (C,) as the image")
+        t = torch.from_numpy(np.ascontiguousarray(arr.reshape(*arr.shape[:2], -1).transpose(2, 0, 1)))
+        out[name] = t.float() if np.issubdtype(arr.dtype, np.floating) else t.long()
+    return out
+
+
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """(C, H, W) to ``size``: bilinear for floats, nearest for integer maps (labels, superpixels)."""
+    if x.dtype.is_floating_point:
+        return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return F.interpolate(x[None].float(), size=tuple(size), mode="nearest")[0].to(x.dtype)
 
 
 def random_crop(x: torch.Tensor, size: int) -> torch.Tensor:

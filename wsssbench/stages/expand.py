@@ -156,8 +156,9 @@ def save_mask(path: Path, mask: np.ndarray) -> None:
         tmp.write_bytes(mask_png(mask))
 
 
-def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None) -> None:
-    """Write ``<id>.png`` pseudo-masks (class indices) for ``samples`` by ``ctx.cfg.expansion``."""
+def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None, seed_rule: dict | None = None) -> None:
+    """Write ``<id>.png`` pseudo-masks (class indices) for ``samples`` by ``ctx.cfg.expansion``;
+    ``seed_rule`` (``threshold=`` or ``alpha=``) makes the seeds of expansion "none"."""
     cfg = ctx.cfg
     masks = out_dir / "masks"
     if cfg.expansion == "rw":
@@ -179,8 +180,8 @@ def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None) -> None:
             mask = random_walk_mask(ctx, net, image, cam.cams, cam.keys)
         elif cfg.expansion == "crf":
             mask = crf_mask(image, cam.cams, cam.keys, cfg.crf_alpha)
-        else:   # "none": the seeds themselves (IRN threshold rule)
-            mask = seeds_from_cams(cam.cams, cam.keys, threshold=cfg.seed_threshold)
+        else:   # "none": the seeds themselves
+            mask = seeds_from_cams(cam.cams, cam.keys, **(seed_rule or {"threshold": cfg.seed_threshold}))
         save_mask(masks / f"{sample.id}.png", mask)
         if progress:
             progress.advance(task)

@@ -1,6 +1,7 @@
 """Stage: train the multi-label classifier whose CAMs the later stages use (IRN step/train_cam.py)."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Callable
@@ -44,13 +45,14 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list
 
 def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, lr: float,
           weight_decay: float, size: int, rescale: tuple[float, float] = (1.0, 1.0), workers: int = 0,
-          progress=None) -> list[float]:
-    """SGD (momentum 0.9) with the poly schedule; returns the mean loss per epoch."""
+          extras: Callable | None = None, progress=None) -> list[float]:
+    """SGD (momentum 0.9) with the poly schedule; returns the mean loss per epoch. ``extras(sample)``:
+    the per-image inputs augmented with each image (:class:`ImageLabels`)."""
     device = torch.device(ctx.device)
     model.to(device).train()
     if ctx.device == "cuda":
         model.to(memory_format=torch.channels_last)
-    data = ImageLabels(ctx.dataset, samples, size, train=True, rescale=rescale)
+    data = ImageLabels(ctx.dataset, samples, size, train=True, rescale=rescale, extras=extras)
     gen = torch.Generator().manual_seed(ctx.seed)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
                                          generator=gen, num_workers=workers, pin_memory=ctx.device == "cuda",
@@ -84,6 +86,11 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
     return losses
 
 
+def method_extras(ctx, method) -> Callable | None:
+    """``sample -> dict`` of the method's per-image inputs, or None (a partial, so DataLoader workers can pickle it)."""
+    return None if method.extra_inputs is None else functools.partial(method.extra_inputs, ctx)
+
+
 def run(ctx, method, samples, workdir: Path, progress=None) -> torch.nn.Module:
     """Build the method's classifier, train it on ``samples``, save ``model.pt`` into ``workdir``."""
     from ..io import write_json
@@ -91,8 +98,7 @@ def run(ctx, method, samples, workdir: Path, progress=None) -> torch.nn.Module:
     model = method.build_classifier(ctx)
     losses = train(ctx, model, method.train_step, samples, epochs=cfg.cls_epochs, batch_size=cfg.cls_batch_size,
                    lr=cfg.cls_lr, weight_decay=cfg.cls_weight_decay, size=cfg.cls_size, rescale=cfg.cls_rescale,
-                   workers=cfg.cls_workers,
-                   progress=progress)
+                   workers=cfg.cls_workers, extras=method_extras(ctx, method), progress=progress)
     torch.save(model.state_dict(), workdir / "model.pt")
     write_json(workdir / "log.json", {"epoch_loss": losses, "pretrained": pretrained_source(cfg)})
     return model
