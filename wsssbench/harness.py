@@ -63,7 +63,7 @@ def dataset_key(name: str, ds) -> dict:
 def _cpu_threads(device: str):
     """CPU runs use ``WSSSBENCH_THREADS`` torch threads (default 1): on a shared machine one thread is
     many times faster than oversubscribed cores, and a fixed count keeps float sums, hence numbers,
-    the same on every machine."""
+    the same from run to run on one machine (not across CPU instruction sets)."""
     import os
 
     import torch
