@@ -284,3 +284,16 @@ def test_round_rows_read_one_multi_round_record():
     assert rep.summary("(Q2) / Round = 2", "seed_miou") == (42.0, 0.0, 1)
     assert rep.summary("(Q2) / Round = 3", "seg_miou") == (48.0, 0.0, 1)
     assert rep.summary("(Q2) / Round = 4", "seed_miou") is None          # the run stopped at round 3
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("seed_threshold=nan", "not a finite number"), ("cls_lr=inf", "not a finite number"),
+    ("seed_threshold=15", r"must be in \[0, 1\]"), ("rw_bg_threshold=-0.1", r"must be in \[0, 1\]"),
+    ("seed_alpha=0", "must be positive"), ("cam_scales=1,-1", "must be positive"),
+    ("seg_weight_decay=-1", "0 or more"), ("rounds=-1", "0 .the baseline alone. or more")])
+def test_out_of_range_settings_are_refused_before_anything_runs(toys, tmp_path, setting, message):
+    toys.add("cam", METHODS.get("cam"))
+    key, value = setting.split("=")
+    with pytest.raises(UserError, match=message):
+        harness.run_method("cam", overrides={key: value}, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

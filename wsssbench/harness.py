@@ -76,7 +76,13 @@ def _cpu_threads(device: str):
         torch.set_num_threads(before)
 
 
+#: settings that are fractions of a max-normalised map, and settings that must be positive
+FRACTIONS = ("seed_threshold", "rw_conf_fg", "rw_conf_bg", "rw_bg_threshold", "wsol_threshold")
+POSITIVE = ("cls_lr", "rw_lr", "seg_lr", "rw_beta", "crf_alpha", "seed_alpha", "cam_scales", "cls_rescale")
+
+
 def _check_config(cfg, device: str) -> None:
+    """Every setting in its range before anything runs: a bad value is one line, never a number."""
     from .stages.expand import EXPANSIONS
     if cfg.expansion not in EXPANSIONS:
         raise UserError(f"--set expansion={cfg.expansion}: use one of {', '.join(EXPANSIONS)}")
@@ -89,6 +95,17 @@ def _check_config(cfg, device: str) -> None:
     for name in ("cls_epochs", "cls_batch_size", "cls_size", "rw_batch_size", "seg_batch_size", "seg_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--set {name}={getattr(cfg, name)}: must be at least 1")
+    for name in FRACTIONS:
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise UserError(f"--set {name}={getattr(cfg, name)}: must be in [0, 1] (a fraction of the CAM's max, "
+                            "e.g. 0.15)")
+    for name in POSITIVE:
+        values = getattr(cfg, name)
+        if any(v is not None and v <= 0 for v in (values if isinstance(values, tuple) else (values,))):
+            raise UserError(f"--set {name}={values}: must be positive")
+    for name in ("cls_weight_decay", "seg_weight_decay"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--set {name}={getattr(cfg, name)}: must be 0 or more")
     if cfg.rounds < 0:
         raise UserError(f"--set rounds={cfg.rounds}: must be 0 (the baseline alone) or more")
 

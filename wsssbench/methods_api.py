@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import math
 import pkgutil
 import types
 import typing
@@ -306,9 +307,12 @@ def parse_value(typ: Any, text: str, key: str = "value") -> Any:
             if low in ("false", "0", "no", "off"):
                 return False
             raise ValueError
-        return typ(text)
+        value = typ(text)
     except ValueError:
         raise UserError(f"--set {key}={text}: not a valid {getattr(typ, '__name__', typ)}") from None
+    if typ is float and not math.isfinite(value):
+        raise UserError(f"--set {key}={text}: not a finite number")
+    return value
 
 
 def stage_order(method: Method | None = None) -> list[tuple[str, tuple[str, ...]]]:
