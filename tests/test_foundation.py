@@ -46,3 +46,15 @@ def test_cli_help_lists_groups():
     assert out.exit_code == 0
     for group in ("eval", "data", "leaderboard"):
         assert group in out.output
+
+
+def test_record_folder_skips_temporaries_and_reports_truncated_records(tmp_path, capsys):
+    rec = records.RunRecord(method="cam", dataset="synthetic", dataset_preset="tiny", config={"lr": 0.1},
+                            seed=0, metrics={"seed_miou": 50.0}, protocols={"seed_miou": "irn"}, pretrained=None)
+    rec.write(tmp_path / "cam" / "a.json")
+    text = (tmp_path / "cam" / "a.json").read_text()
+    (tmp_path / "cam" / ".a.json.x1y2.json").write_text(text)        # an atomic writer's leftover
+    (tmp_path / "cam" / "b.json").write_text(text[: len(text) // 2])  # truncated by a crash
+    assert [r["seed"] for r in records.load_dir(tmp_path)] == [0]   # one run, not two (or three)
+    err = capsys.readouterr().err
+    assert "b.json" in err and ".a.json" not in err and len(err.strip().splitlines()) == 1

@@ -385,11 +385,11 @@ def check(root: str | Path | None = None) -> CheckReport:
 def validate_reproduced(directory: str | Path) -> tuple[list[dict], list[str]]:
     """The committed run records (``*.json``) below ``directory`` that are valid, and the problems of
     those that are not (schema, provenance)."""
-    from .records import read
+    from .records import read, record_paths
 
     directory = Path(directory)
     good, problems = [], []
-    for path in sorted(directory.rglob("*.json")) if directory.is_dir() else []:
+    for path in record_paths(directory) if directory.is_dir() else []:
         try:
             obj, found = read(path)
         except UserError as err:

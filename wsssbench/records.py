@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,28 @@ def load(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def record_paths(directory: str | Path) -> list[Path]:
+    """Every ``*.json`` below ``directory`` in path order, except the atomic writer's temporaries (and
+    anything else in a dot-prefixed file or folder), which are not records."""
+    directory = Path(directory)
+    return sorted(p for p in directory.rglob("*.json")
+                  if not any(part.startswith(".") for part in p.relative_to(directory).parts))
+
+
 def load_dir(directory: str | Path) -> list[dict[str, Any]]:
-    """Every ``*.json`` record below ``directory`` (recursively), validated, in path order."""
+    """Every valid record below ``directory``. An unreadable or invalid one (a truncated file, a
+    foreign JSON) is skipped with one line on stderr naming it: it never counts as a run."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: no such folder of run records")
-    return [load(p) for p in sorted(directory.rglob("*.json"))]
+    good = []
+    for path in record_paths(directory):
+        try:
+            obj, problems = read(path)
+        except UserError as err:
+            problems = [str(err)]
+        if problems:
+            print(f"warning: skipped {path}: {'; '.join(problems)}", file=sys.stderr)
+        else:
+            good.append(obj)
+    return good
