@@ -51,6 +51,10 @@ class RunRecord:
         return path
 
 
+class UnreadableRecord(UserError):
+    """A record file that is not JSON at all (truncated by a crash, or something else)."""
+
+
 _REQUIRED = {"method": str, "dataset": str, "config": dict, "seed": int, "metrics": dict,
              "protocols": dict, "code_version": str, "created": str, "schema": int}
 
@@ -87,7 +91,7 @@ def read(path: Path) -> tuple[Any, list[str]]:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not a readable run record ({err})") from None
+        raise UnreadableRecord(f"{path}: not a readable run record ({err})") from None
     return obj, validate(obj) if isinstance(obj, dict) else ["not a JSON object"]
 
 
@@ -109,19 +113,16 @@ def record_paths(directory: str | Path) -> list[Path]:
 
 
 def load_dir(directory: str | Path) -> list[dict[str, Any]]:
-    """Every valid record below ``directory``. An unreadable or invalid one (a truncated file, a
-    foreign JSON) is skipped with one line on stderr naming it: it never counts as a run."""
+    """Every record below ``directory``, validated. An unreadable file (truncated by a crash, not JSON) is
+    skipped with one line on stderr naming it, so it never counts as a run; a readable record with
+    incomplete provenance is refused (:class:`UserError`), as a table must not show it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: no such folder of run records")
     good = []
     for path in record_paths(directory):
         try:
-            obj, problems = read(path)
-        except UserError as err:
-            problems = [str(err)]
-        if problems:
-            print(f"warning: skipped {path}: {'; '.join(problems)}", file=sys.stderr)
-        else:
-            good.append(obj)
+            good.append(load(path))
+        except UnreadableRecord as err:
+            print(f"warning: skipped {err}", file=sys.stderr)
     return good
