@@ -58,3 +58,34 @@ def test_record_folder_skips_temporaries_and_reports_truncated_records(tmp_path,
     assert [r["seed"] for r in records.load_dir(tmp_path)] == [0]   # one run, not two (or three)
     err = capsys.readouterr().err
     assert "b.json" in err and ".a.json" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_second_run_waits_for_the_stage_another_process_builds(tmp_path, capsys):
+    import subprocess
+    import sys
+    import textwrap
+
+    from wsssbench.stages.cache import DONE, cached, stage_dir
+    key = {"a": 1}
+    final = stage_dir(tmp_path, "classifier", key)
+    holder = textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        from pathlib import Path
+        final = Path({str(final)!r})
+        fh = open(final.with_name("." + final.name + ".lock"), "a+")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(str(os.getpid())); fh.flush()
+        print("locked", flush=True)
+        time.sleep(1.0)
+        final.mkdir(parents=True)
+        (final / {DONE!r}).write_text("")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+
+    def build(tmp):
+        raise AssertionError("the stage was built twice")
+    path, was_cached = cached(tmp_path, "classifier", key, build)
+    proc.wait(timeout=30)
+    assert (path, was_cached) == (final, True)
+    assert f"PID {proc.pid}" in capsys.readouterr().err
