@@ -34,6 +34,11 @@ from .io import atomic_path
 
 NORMS = ("max", "minmax", "none")
 
+#: what ``np.load`` raises on a file that is not what it claims: random bytes, a truncated archive, or a
+#: pickle of classes this process cannot import (unpickling runs the pickle's own constructors)
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ImportError,
+              AttributeError, TypeError, IndexError)
+
 
 @dataclass
 class CamFile:
@@ -70,15 +75,15 @@ def load_cams(path: str | Path) -> CamFile:
         obj = np.load(path, allow_pickle=True)
     except FileNotFoundError:
         raise UserError(f"{path}: CAM file is missing") from None
-    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: unreadable CAM file ({err})") from None
+    except UNREADABLE as err:
+        raise UserError(f"{path}: unreadable CAM file ({type(err).__name__}: {err})") from None
     return cams_from_object(obj, path)
 
 
 def cams_from_object(obj, path: str | Path) -> CamFile:
     """The IRN or SEAM CAM dict that ``np.load(path, allow_pickle=True)`` returned."""
     path = Path(path)
-    if obj.dtype == object and obj.shape == ():
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     if isinstance(obj, dict) and "high_res" in obj:          # IRN: {"keys", "high_res", ["cam"]}
         keys = _numpy(obj["keys"]).astype(np.int64).reshape(-1)

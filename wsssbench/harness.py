@@ -15,6 +15,7 @@ from typing import Any
 
 from .data import get_dataset
 from .errors import UserError
+from .io import out_folder
 from .methods_api import METHODS, Context, Method, hook_id, make_config, stage_fields
 from .records import RunRecord
 from .stages.cache import cached, key_hash
@@ -26,6 +27,7 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     """Run ``method`` on ``dataset`` with ``--set`` ``overrides``; write and return its run record."""
     m = METHODS.get(method)
     cfg = make_config(m, overrides)
+    out = out_folder(out)
     _check_config(cfg, device)
     options = dict(dataset_options or {})
     ds = get_dataset(dataset, root, **options)

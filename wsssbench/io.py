@@ -68,3 +68,16 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 def dumps(obj: Any) -> str:
     """The one JSON rendering of ``--json`` outputs (numpy values and paths allowed)."""
     return json.dumps(obj, indent=2, default=_json_default)
+
+
+def out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` as an output folder: a :class:`UserError` before any work when it, or a folder above it,
+    is a file (nothing would be writable there)."""
+    from .errors import UserError
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"{option} {path}: {p} is a file, not a folder")
+            break
+    return path

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UserError
-from ..io import dumps, write_bytes
+from ..io import dumps, out_folder, write_bytes
 from .app import data_app
 
 _ROOT_HELP = "Dataset folder; default $WSSSBENCH_DATA/<name>, else ~/.cache/wsssbench/data/<name>."
@@ -52,6 +52,7 @@ def synth(
     from ..data.synthetic import generate, get_preset
 
     spec = get_preset(preset)
+    out_folder(out)
     start = time.perf_counter()
     generate(out, preset, seed, confounding, progress=not quiet)
     p = spec.resolve_confounding(confounding)
@@ -108,6 +109,7 @@ def masks(
 
     from ..data.base import mask_png
 
+    out_folder(out)
     ds = _dataset(name, root, option)
     if ds.task != "segmentation":
         raise UserError(f"dataset {name!r} is a {ds.task} dataset: it has boxes, not masks")

@@ -143,6 +143,8 @@ def read_lines(path: Path, what: str) -> list[str]:
         text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"{path}: missing {what}") from None
+    except (OSError, UnicodeDecodeError) as err:      # a folder in its place, no permission, binary bytes
+        raise UserError(f"{path}: unreadable {what.splitlines()[0]} ({type(err).__name__}: {err})") from None
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 

@@ -96,7 +96,12 @@ class COCOSegmentation(Dataset):
         split = next((s for s in SPLITS if sample.mask == self._ann_path(s)), None)
         if split is None:
             raise UserError(f"coco: sample {sample.id!r} does not come from this dataset's annotation files")
-        return recam_mask(self.api(split), int(sample.id.rsplit("_", 1)[1]), self._lut)
+        image_id = int(sample.id.rsplit("_", 1)[1])
+        try:
+            return recam_mask(self.api(split), image_id, self._lut)
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as err:
+            raise UserError(f"{self._ann_path(split)}: malformed annotation of image {image_id} ({type(err).__name__}: "
+                            f"{err}); expected a known category_id and a segmentation of polygons or RLE") from None
 
 
 def _load_api(path: Path):

@@ -1,6 +1,7 @@
 """CUB-200-2011 in its official layout: 200 classes, one box per image, train/test split."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..errors import UserError
@@ -45,16 +46,35 @@ class CUB(Dataset):
                               ("bounding_boxes.txt", boxes)):
                 if image_id not in tab:
                     raise UserError(f"{self.root / what}: image id {image_id} of images.txt is missing")
-            x, y, w, h = (float(v) for v in boxes[image_id].split())
-            cls = int(labels[image_id]) - 1
+            x, y, w, h = _box(boxes[image_id], self.root / "bounding_boxes.txt", image_id)
+            try:
+                cls = int(labels[image_id]) - 1
+            except ValueError:
+                cls = -1
             if not 0 <= cls < self.num_classes:
-                raise UserError(f"{self.root / 'image_class_labels.txt'}: class {cls + 1} of image {image_id} "
-                                f"is outside 1..{self.num_classes}")
-            if ("train" if is_train[image_id].strip() == "1" else "test") == split:
+                raise UserError(f"{self.root / 'image_class_labels.txt'}: class {labels[image_id]!r} of image "
+                                f"{image_id} is not an integer in 1..{self.num_classes}")
+            flag = is_train[image_id].strip()
+            if flag not in ("0", "1"):
+                raise UserError(f"{self.root / 'train_test_split.txt'}: image {image_id} has split {flag!r}; "
+                                "expected 1 (train) or 0 (test)")
+            if ("train" if flag == "1" else "test") == split:
                 # As wsolevaluation's metadata: corners (x, y, x + w, y + h), no -1.
                 out.append(Sample(id=rel, image=self.root / "images" / rel, labels=(cls,),
                                   boxes=((x, y, x + w, y + h),)))
         return out
+
+
+def _box(text: str, path: Path, image_id: str) -> tuple[float, float, float, float]:
+    """``<x> <y> <width> <height>``: four finite numbers, width and height not negative."""
+    try:
+        x, y, w, h = (float(v) for v in text.split())
+    except ValueError:
+        x = y = w = h = float("nan")
+    if not all(map(math.isfinite, (x, y, w, h))) or w < 0 or h < 0:
+        raise UserError(f"{path}: box of image {image_id} is {text!r}; expected '<x> <y> <width> <height>' "
+                        "(four finite numbers, width and height >= 0)")
+    return x, y, w, h
 
 
 def _two(line: str, path: Path) -> tuple[str, str]:

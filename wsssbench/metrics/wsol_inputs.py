@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cams import cams_from_object, load_cams
+from ..cams import UNREADABLE, cams_from_object, load_cams
 from ..errors import UserError
 
 SUFFIXES = (".npy", ".npz")
@@ -71,9 +71,9 @@ def _read_maps(path: Path, class_id: int) -> ScoreMaps:
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=True)
-        except (OSError, ValueError, EOFError) as err:
-            raise UserError(f"{path}: unreadable score map ({err})") from None
-        if arr.dtype != object:
+        except UNREADABLE as err:
+            raise UserError(f"{path}: unreadable score map ({type(err).__name__}: {err})") from None
+        if isinstance(arr, np.ndarray) and arr.dtype != object:
             if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
                 raise UserError(f"{path}: a wsolevaluation score map must be a 2-D numeric array; "
                                 f"got shape {arr.shape}, dtype {arr.dtype}")
@@ -96,6 +96,8 @@ def read_scores_csv(path: Path) -> dict[str, np.ndarray]:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise UserError(f"{path}: scores file is missing") from None
+    except (OSError, UnicodeDecodeError) as err:      # a folder, no permission, binary bytes
+        raise UserError(f"{path}: unreadable scores file ({type(err).__name__}: {err})") from None
     width = None
     for lineno, row in enumerate(rows, 1):
         if not row or (lineno == 1 and row[0].strip() == "image_id"):
