@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -43,14 +44,29 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
+def strict_json(obj: Any) -> Any:
+    """``obj`` with paths as strings, numpy values as Python ones and NaN/±inf as ``None``: strict JSON
+    parsers reject ``NaN``, and a number that is not one must not look like a result.
+
+    >>> import numpy as np
+    >>> strict_json({"miou": float("nan"), "iou": np.array([1.0, np.inf]), "p": Path("a")})
+    {'miou': None, 'iou': [1.0, None], 'p': 'a'}
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "tolist"):          # numpy scalars and arrays
-        return obj.tolist()
+        return strict_json(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -67,7 +83,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 def dumps(obj: Any) -> str:
     """The one JSON rendering of ``--json`` outputs (numpy values and paths allowed)."""
-    return json.dumps(obj, indent=2, default=_json_default)
+    return json.dumps(strict_json(obj), indent=2, allow_nan=False)
 
 
 def out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
