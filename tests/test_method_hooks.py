@@ -297,3 +297,11 @@ def test_out_of_range_settings_are_refused_before_anything_runs(toys, tmp_path, 
     with pytest.raises(UserError, match=message):
         harness.run_method("cam", overrides={key: value}, out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_progress_and_stage_lines_go_to_stderr(toys, tmp_path, capsys):
+    toys.add("cam", METHODS.get("cam"))
+    harness.run_method("cam", overrides={**FAST, "expansion": "none", "seg_enabled": "false"},
+                       out=tmp_path / "r", progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "classifier" in captured.err

@@ -129,9 +129,11 @@ class _Run:
         if not self.show:
             yield
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        # stderr: stdout carries only the requested output (a table, CSV, JSON)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      transient=False) as p:
+                      transient=False, console=Console(stderr=True)) as p:
             self.progress = p
             yield
 
