@@ -10,11 +10,12 @@ PNG ground truth and float32 CAMs of the images' labelled classes, then prints s
 (d) peak RSS of a sweep at 1× and 4× the images: by default a quarter of the set and the whole set;
     ``--rss-times 4`` measures the set and 4× it (the same files under new ids, via symlinks).
 
-    python benchmarks/bench_seg_eval.py [--root /tmp/wsssbench-bench] [--images 1464]
+    python benchmarks/bench_seg_eval.py [--root DIR] [--images 1464]
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import json
 import os
 import subprocess
@@ -116,7 +117,7 @@ def peak_rss(root: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, default=Path("/tmp/wsssbench-bench"))
+    ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "wsssbench-bench")
     ap.add_argument("--images", type=int, default=1464)
     ap.add_argument("--loop-thresholds", type=int, default=1, help="thresholds the IRN-style loop is timed on")
     ap.add_argument("--rss-times", type=int, default=0, help="measure RSS at the set and this many times it "

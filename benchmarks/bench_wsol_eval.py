@@ -6,7 +6,7 @@ MaxBoxAcc and MaxBoxAccV2 over the 1,000-θ grid and the 100-θ grid with the on
 (alternated, ``--repeats`` times each), and the straightforward per-θ loop (the reference's way, written
 here independently) on the same maps; the hit counts must be identical.
 
-    python benchmarks/bench_wsol_eval.py --metadata wsolevaluation/metadata/CUB/test --work /tmp/wsolbench \
+    python benchmarks/bench_wsol_eval.py --metadata wsolevaluation/metadata/CUB/test --work DIR \
         [--naive-images N] [--repeats R] [--reference wsolevaluation/]
 
 ``--reference`` runs clovaai/wsolevaluation's own ``BoxEvaluator`` (imported from that checkout, never
@@ -16,6 +16,7 @@ folder's (``.../ILSVRC/val``: split ``val`` of ``ILSVRC``).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import os
 import sys
 import time
@@ -129,7 +130,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--metadata", type=Path, required=True,
                     help="a wsolevaluation metadata split folder, e.g. metadata/CUB/test")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/wsolbench"), help="scratch folder for the maps")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "wsolbench", help="scratch folder for the maps")
     ap.add_argument("--naive-images", type=int, default=300, help="images timed with the per-θ loop")
     ap.add_argument("--reference", type=Path, help="a clovaai/wsolevaluation checkout to compare with")
     ap.add_argument("--reference-images", type=int, default=300, help="images compared with the reference")

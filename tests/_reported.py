@@ -2,7 +2,8 @@
 
 The transcription is checked against the paper texts themselves: each cell's printed value must
 occur on the line its `source_line` names. The texts live outside the package, in the workspace's
-`shared/papers/` (or where $WSSSBENCH_PAPERS points); tests that need them skip when absent.
+`../shared/papers/` beside the repository (or where $WSSSBENCH_PAPERS points); tests that need
+them skip, saying where they looked, when absent; the checks of the CSVs alone still run.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPORTED = Path(__file__).resolve().parents[1] / "leaderboards" / "reported"
+REPO = Path(__file__).resolve().parents[1]
+REPORTED = REPO / "leaderboards" / "reported"
 COLUMNS = ["paper", "table", "row", "column", "value", "unit", "dataset", "split", "backbone",
            "flags", "source_line", "note"]
 FLAGS = {"reimpl", "best", "second", "na"}
@@ -23,21 +25,19 @@ NUMBER = re.compile(r"^\d+(\.\d+)?$")
 DELTA = re.compile(r"^[+-]\d+(\.\d+)?$")
 
 
-def papers_dir() -> Path | None:
-    """The folder of the paper texts: $WSSSBENCH_PAPERS, else the nearest `shared/papers` above the repo."""
+def papers_dir() -> Path:
+    """The folder of the paper texts: $WSSSBENCH_PAPERS, else ``../shared/papers`` beside the repository."""
     if os.environ.get("WSSSBENCH_PAPERS"):
         return Path(os.environ["WSSSBENCH_PAPERS"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "papers").is_dir():
-            return parent / "shared" / "papers"
-    return None
+    return REPO.parent / "shared" / "papers"
 
 
 def paper_lines(filename: str) -> list[str]:
-    folder = papers_dir()
-    if folder is None or not (folder / filename).is_file():
-        pytest.skip(f"paper text {filename} not available (set WSSSBENCH_PAPERS)")
-    return (folder / filename).read_text(encoding="utf-8").split("\n")
+    """The lines of one paper text; the calling test skips, saying where it looked, when it is absent."""
+    path = papers_dir() / filename
+    if not path.is_file():
+        pytest.skip(f"paper text {path} not available (set WSSSBENCH_PAPERS to the folder of the texts)")
+    return path.read_text(encoding="utf-8").split("\n")
 
 
 def read_cells(paper: str) -> tuple[list[str], list[dict]]:

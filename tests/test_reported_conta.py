@@ -2,25 +2,19 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from wsssbench.leaderboard import load_cells, reported_dir
 from wsssbench.tables import load_tables
 
-PAPERS = Path("/work/shared/papers")
+from _reported import paper_lines
+
 MAIN = "002_d39495ed1c525044.txt"
 APPENDIX = "000_926c1148dc5f3dd2.txt"
 
 CELLS = load_cells(reported_dir() / "conta.csv")
 TABLES = {t.id: t for t in load_tables().values() if t.paper == "conta"}
-
-needs_papers = pytest.mark.skipif(not (PAPERS / MAIN).exists(), reason="paper texts not on this machine")
-
-
-def _lines(name: str) -> list[str]:
-    return (PAPERS / name).read_text(encoding="utf-8").split("\n")
 
 
 def test_every_conta_table_is_known():
@@ -37,18 +31,16 @@ def test_shapes():
     assert TABLES["A1"].columns == ("CAM", "Pseudo-Mask", "Seg. Mask")
 
 
-@needs_papers
 @pytest.mark.parametrize("cell", [c for c in CELLS], ids=lambda c: c.ref)
 def test_every_cell_is_printed_on_its_source_line(cell):
     source = TABLES[cell.table].source
-    line = _lines(source)[cell.source_line - 1]
+    line = paper_lines(source)[cell.source_line - 1]
     assert cell.value in re.split(r"[\t ]+", line.strip()), line
     assert cell.row in line, line
     if cell.delta:
         assert f"{cell.value} ^{{{cell.delta}}}" in line
 
 
-@needs_papers
 def test_each_lines_numbers_are_transcribed_in_printed_order():
     """Catches a value put in the wrong column: per source line, the CSV's numbers (in CSV order)
     are exactly the numbers printed on that line (in printed order)."""
@@ -58,11 +50,10 @@ def test_each_lines_numbers_are_transcribed_in_printed_order():
             by_line.setdefault((TABLES[cell.table].source, cell.source_line), []).append(cell.value)
     assert len(by_line) == 14 + 8 + 7 + 5 * 14
     for (source, line), values in by_line.items():
-        printed = [t for t in re.split(r"[\t ]+", _lines(source)[line - 1]) if re.fullmatch(r"\d+\.\d+|–", t)]
+        printed = [t for t in re.split(r"[\t ]+", paper_lines(source)[line - 1]) if re.fullmatch(r"\d+\.\d+|–", t)]
         assert values == printed, (source, line)
 
 
-@needs_papers
 @pytest.mark.parametrize("table, row, column, value, line, source", [
     ("conta:1", "(Q2) / Round = 3", "Seg. Mask", "66.1", 144, MAIN),
     ("conta:1", "Upperbound [32]", "Seg. Mask", "80.8", 139, MAIN),
@@ -80,7 +71,7 @@ def test_each_lines_numbers_are_transcribed_in_printed_order():
 def test_pinned_cells(table, row, column, value, line, source):
     cell = TABLES[table].cell(row, column)
     assert (cell.value, cell.source_line) == (value, line)
-    assert value in _lines(source)[line - 1]
+    assert value in paper_lines(source)[line - 1]
 
 
 def test_flags_and_deltas():
