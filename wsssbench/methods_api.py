@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+from .metrics.wsol_preset import WSOL
 from .registry import Registry
 
 #: stage name → the prefix of the config fields that stage reads (besides ``backbone``, ``weights``).
@@ -102,7 +103,7 @@ class CamConfig:
     # --- WSOL (clovaai/wsolevaluation)
     wsol_protocol: str = "wsolevaluation"
     wsol_frame: str = "224"
-    wsol_threshold: float = 0.2
+    wsol_threshold: float = WSOL.threshold
 
 
 @dataclass
