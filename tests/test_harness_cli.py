@@ -67,3 +67,31 @@ def test_bad_input_one_line_exit_2(squares, tmp_path, args, message):
 def test_unknown_dataset_exit_2(tmp_path):
     res = invoke("cam", "--dataset", "nope", "--out", str(tmp_path / "runs"))
     assert res.exit_code == 2 and "unknown dataset 'nope'" in res.stderr
+
+
+@pytest.mark.parametrize("command", [["run", "cam"], ["table", "cpn:1", "--run", "--dataset", "synthetic"]])
+@pytest.mark.parametrize("seeds, message", [
+    ("0,0,1", "seed(s) 0 given twice"),
+    ("1,2,1,2", "seed(s) 1, 2 given twice"),
+    ("-1", "expected comma-separated integers"),
+    ("1.5", "expected comma-separated integers"),
+    ("0,,1", "expected comma-separated integers"),
+    ("", "expected comma-separated integers"),
+    (str(2**32), "expected comma-separated integers"),
+])
+def test_run_and_table_refuse_the_same_seed_lists(monkeypatch, tmp_path, command, seeds, message):
+    """`run --seeds` and `table --run --seeds` share one parser: a bad list is one line, exit 2, nothing run."""
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a run started despite bad --seeds")
+    monkeypatch.setattr(harness, "run_method", must_not_run)
+    res = CliRunner().invoke(app, [*command, "--seeds", seeds, "--out" if command[0] == "run" else "--runs",
+                                   str(tmp_path / "runs")])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: --seeds") and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_parse_seeds_keeps_the_order_given():
+    from wsssbench.cli.options import parse_seeds
+    assert parse_seeds(" 2, 0,1 ") == [2, 0, 1] and parse_seeds(str(2**32 - 1)) == [2**32 - 1]

@@ -183,3 +183,22 @@ def test_default_synthetic_dataset_reports_context_confusion(tmp_path, monkeypat
     assert res["dataset"] == "synthetic" and res["split"] == "train"
     cc = res["context_confusion"]
     assert set(cc["per_class"]) == set(ds.class_names[1:]) and cc["mean"] > 50   # FPs were put on the context
+
+
+@pytest.mark.parametrize("options, message", [
+    (["eval", "seeds", "--threshold", 0.2, "--sweep"], "exactly one of --threshold T, --sweep or --alpha A"),
+    (["eval", "seeds"], "exactly one of --threshold T, --sweep or --alpha A"),
+    (["eval", "seeds", "--alpha", "0,4"], "alpha must be > 0"),
+    (["eval", "seeds", "--threshold", 0.2, "--protocol", "nope"], "'nope'"),
+    (["eval", "seeds", "--threshold", 0.2, "--plot", "curve.png"], "--plot draws a sweep's curve"),
+    (["eval", "masks", "--protocol", "nope"], "'nope'"),
+])
+@pytest.mark.parametrize("dataset", [[], ["--dataset", "voc", "--root", "/nonexistent/VOC2012"]])
+def test_option_errors_come_before_the_dataset(tmp_path, monkeypatch, options, message, dataset):
+    """Conflicting options are refused before the dataset is read, or (the default synthetic) generated."""
+    monkeypatch.setenv("WSSSBENCH_DATA", str(tmp_path / "data"))
+    folder = "--cams" if options[1] == "seeds" else "--masks"
+    code, out, err = run(*options, *dataset, folder, tmp_path / "inputs")
+    assert code == 2 and out == "" and err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()

@@ -198,3 +198,22 @@ def test_pxap_where_masks_exist(meta, tmp_path):
         (cams / image_id).parent.mkdir(parents=True, exist_ok=True)
         np.save(cams / f"{image_id}.npy", box_map(box))
     assert evaluate_wsol(ds, "test", cams)["pxap"] == 100.0
+
+
+def test_one_wsol_preset(meta, tmp_path, monkeypatch):
+    """evaluate_wsol, the method config and `eval wsol` take their defaults from the one WSOL preset."""
+    import inspect
+
+    from wsssbench.cli import eval_wsol as cli
+    from wsssbench.methods_api import CamConfig
+    from wsssbench.metrics.wsol_preset import WSOL, WsolPreset
+
+    preset = (WSOL.protocol, WSOL.frame, WSOL.threshold)
+    params = inspect.signature(evaluate_wsol).parameters
+    assert tuple(params[k].default for k in ("protocol", "frame", "threshold")) == preset
+    assert (CamConfig.wsol_protocol, CamConfig.wsol_frame, CamConfig.wsol_threshold) == preset
+    monkeypatch.setattr(cli, "WSOL", WsolPreset(threshold=0.6))
+    cams = write_maps(tmp_path / "w", "wsolevaluation")
+    res = CliRunner().invoke(app, ["eval", "wsol", "--metadata", str(meta), "--cams", str(cams), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["threshold"] == 0.6

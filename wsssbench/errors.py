@@ -9,6 +9,5 @@ class UserError(Exception):
 
 
 #: Exit codes scripts can rely on.
-EXIT_OK = 0
 EXIT_CHECK_FAILED = 1   # a check ran and found a problem (leaderboard check, regression guard)
 EXIT_BAD_INPUT = 2      # bad input or usage: nothing was computed, nothing half-written

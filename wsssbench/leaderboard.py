@@ -27,7 +27,6 @@ LEADERBOARD_DIR = Path(_data.__file__).resolve().parent
 
 CSV_FIELDS = ("paper", "table", "row", "column", "value", "unit", "dataset", "split", "backbone",
               "flags", "source_line", "note")
-OPTIONAL_FIELDS = ("delta", "group")
 FLAGS = frozenset({"reimpl", "best", "second", "na"})
 NOT_A_NUMBER = {"–", "-", "—", "/", ""}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when present: ~10x faster

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+from .metrics.wsol_preset import WSOL
 from .registry import Registry
 
 #: The stages in pipeline order with the config fields each owns (names or name prefixes); a field
@@ -117,7 +118,7 @@ class CamConfig:
     # --- WSOL (clovaai/wsolevaluation)
     wsol_protocol: str = "wsolevaluation"
     wsol_frame: str = "224"
-    wsol_threshold: float = 0.2
+    wsol_threshold: float = WSOL.threshold
 
 
 @dataclass

@@ -31,8 +31,13 @@ def seeds(cams: Path = typer.Option(..., "--cams", help="Folder of per-image CAM
           protocol: str = _PROTOCOL, json_out: bool = _JSON,
           plot: Optional[Path] = typer.Option(None, "--plot", help="Write the sweep's mIoU curve as a PNG.")):
     """Seeds from CAMs (only each image's labelled classes, as IRN and SEAM do), scored against the masks."""
-    from ..metrics.segmentation import evaluate_seeds
+    from ..metrics.seg_protocols import resolve_protocols
+    from ..metrics.segmentation import SWEEP_MODES, evaluate_seeds, seed_rule
     alphas = _floats(alpha, "--alpha") if alpha is not None else None
+    _, mode = seed_rule(threshold, sweep, alphas)   # every option error before the dataset is read or generated
+    resolve_protocols(protocol)
+    if plot is not None and mode not in SWEEP_MODES:
+        raise UserError(f"{plot}: --plot draws a sweep's curve; add --sweep or several --alpha values")
     ds = _dataset(dataset, root)
     if not json_out:
         _say(ds, split)
@@ -49,7 +54,9 @@ def masks(masks_dir: Path = typer.Option(..., "--masks", help="Folder of <id>.pn
           dataset: str = _DATASET, root: Optional[Path] = _ROOT, split: str = _SPLIT,
           protocol: str = _PROTOCOL, json_out: bool = _JSON):
     """Pseudo-masks or segmentation outputs, scored against the split's ground truth."""
+    from ..metrics.seg_protocols import resolve_protocols
     from ..metrics.segmentation import evaluate_masks
+    resolve_protocols(protocol)                     # before the dataset is read or generated
     ds = _dataset(dataset, root)
     if not json_out:
         _say(ds, split)
@@ -117,8 +124,6 @@ def _fmt(v) -> str:
 
 def _plot(result: dict, path: Path) -> None:
     by = result.get("by_protocol") or {result["protocol"]: result}
-    if "curve" not in next(iter(by.values())):
-        raise UserError(f"{path}: --plot draws a sweep's curve; add --sweep or several --alpha values")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

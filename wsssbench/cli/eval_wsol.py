@@ -8,6 +8,7 @@ import typer
 
 from ..errors import UserError
 from ..io import dumps
+from ..metrics.wsol_preset import WSOL
 from .app import eval_app
 
 
@@ -24,11 +25,11 @@ def eval_wsol(
     split: str = typer.Option("test", "--split", help="Split to evaluate."),
     scores: Optional[Path] = typer.Option(None, "--scores", help="Class scores CSV: image_id,score_0,...,score_K-1 "
                                           "(else taken from the score-map files when they have them)."),
-    protocol: str = typer.Option("wsolevaluation", "--protocol", help="Box protocol preset."),
-    frame: str = typer.Option("224", "--frame", help="224: the protocol's 224x224 frame; native: each map's "
+    protocol: str = typer.Option(WSOL.protocol, "--protocol", help="Box protocol preset."),
+    frame: str = typer.Option(WSOL.frame, "--frame", help="224: the protocol's 224x224 frame; native: each map's "
                               "own resolution, boxes scaled to it."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="CAM threshold θ for Top-k and "
-                                              "GT-known (default 0.2, the CAM paper's)."),
+                                              f"GT-known (default {WSOL.threshold:g}, the CAM paper's)."),
     sweep: bool = typer.Option(False, "--sweep", help="Report Top-k and GT-known at their best θ "
                                "(chosen on the evaluation ground truth; said so in the output)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (percent, unrounded)."),
@@ -47,7 +48,7 @@ def eval_wsol(
     if metadata is not None and len(ds.split_names()) == 1:     # --metadata named one split's folder
         split = ds.split_names()[0]
     result = evaluate_wsol(ds, split, cams, scores=scores, protocol=protocol, frame=frame,
-                           threshold=0.2 if threshold is None else threshold,
+                           threshold=WSOL.threshold if threshold is None else threshold,
                            sweep=sweep, progress=not json_out)
     if plot is not None:
         _plot(result, plot)

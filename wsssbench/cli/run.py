@@ -9,6 +9,7 @@ import typer
 
 from ..errors import UserError
 from .app import app
+from .options import parse_seeds
 
 SYNTHETIC = ("synthetic", "synthetic-loc")
 
@@ -22,16 +23,6 @@ def parse_sets(items: list[str]) -> dict[str, str]:
             raise UserError(f"--set {item!r}: expected key=value (e.g. --set seed_threshold=0.2)")
         out[key.strip()] = value.strip()
     return out
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds {text!r}: give one or more distinct integers, e.g. 0,1,2")
-    return seeds
 
 
 def summarise(records) -> dict:

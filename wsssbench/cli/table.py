@@ -12,16 +12,7 @@ from ..errors import UserError
 from ..io import dumps
 from ..tables import FORMATS, Reproduced, Table, get_table, load_tables, render, reproduce
 from .app import app
-
-
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
-    if not seeds:
-        raise UserError("--seeds: give at least one seed, e.g. 0,1,2")
-    return seeds
+from .options import parse_seeds
 
 
 def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device: str) -> list[dict]:
@@ -75,7 +66,7 @@ def table_command(
         if dataset is None:
             raise UserError("--run needs --dataset NAME (e.g. --dataset synthetic)")
         out = runs if runs is not None else Path("runs")
-        records = run_rows(table, dataset=dataset, seeds=_parse_seeds(seeds), out=out, device=device)
+        records = run_rows(table, dataset=dataset, seeds=parse_seeds(seeds), out=out, device=device)
         reproduced = reproduce(table, records)
     elif runs is not None:
         records = run_records.load_dir(runs)

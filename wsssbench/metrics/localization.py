@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import UserError
 from ..registry import Registry
 from .level_sets import NUM_LEVELS, level_set_boxes
+from .wsol_preset import WSOL
 
 if TYPE_CHECKING:
     from .wsol_inputs import ScoreMaps
@@ -284,8 +285,8 @@ def summarize(acc: BoxAccumulator, thetas: np.ndarray, *, sweep: bool, fixed: in
 FRAMES = ("224", "native")
 
 
-def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str = "wsolevaluation",
-                  frame: str = "224", threshold: float = 0.2, sweep: bool = False,
+def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str = WSOL.protocol,
+                  frame: str = WSOL.frame, threshold: float = WSOL.threshold, sweep: bool = False,
                   progress: bool = False) -> dict:
     """Score the maps under ``cams_dir`` against ``dataset``'s boxes; the ``eval wsol --json`` dict.
 

@@ -29,6 +29,8 @@ from .seg_protocols import PROTOCOLS, SegProtocol, resolve_protocols
 
 #: ``--sweep`` default: background thresholds 0.00–0.99 step 0.01 (issue 8; SEAM's ``--curve`` runs 0.00–0.59).
 DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(100))
+#: The :func:`seed_rule` modes that try several values, report the best and have a curve.
+SWEEP_MODES = ("sweep", "alpha_sweep")
 CAM_CLASSES_NOTE = "seeds use only each image's ground-truth labelled classes (as IRN and SEAM do)"
 _CHUNK = 16   # images per worker task
 
@@ -298,7 +300,7 @@ def evaluate_seeds(dataset: Dataset, split: str, cams_dir, *, threshold: float |
     ``protocol`` is a preset name or ``"all"``. One read of the data serves every threshold and every
     protocol.
     """
-    rule, mode = _seed_rule(threshold, sweep, alpha)
+    rule, mode = seed_rule(threshold, sweep, alpha)
     protocols = resolve_protocols(protocol)
     samples = _samples(dataset, split)
     files = _match_files(samples, Path(cams_dir), (".npz", ".npy"), "CAM")
@@ -316,7 +318,7 @@ def evaluate_seeds(dataset: Dataset, split: str, cams_dir, *, threshold: float |
     results = {}
     for proto in protocols:
         curve = [proto.scores(c, np.zeros(dataset.num_classes, np.int64))[0] for c in confs]
-        sweeping = mode in ("sweep", "alpha_sweep")
+        sweeping = mode in SWEEP_MODES
         best = int(np.nanargmax(curve)) if sweeping and np.isfinite(curve).any() else 0
         res = _scores(dataset, proto, confs[best], np.zeros(dataset.num_classes, np.int64),
                       ctxs[best] if has_ctx else None)
@@ -332,7 +334,9 @@ def evaluate_seeds(dataset: Dataset, split: str, cams_dir, *, threshold: float |
     return _combine(base, results, protocol)
 
 
-def _seed_rule(threshold, sweep, alpha) -> tuple[SeedRule, str]:
+def seed_rule(threshold, sweep, alpha) -> tuple[SeedRule, str]:
+    """The background rule the options give and its mode (threshold, sweep, alpha or alpha_sweep); a
+    conflict is a UserError. Public so that a command refuses bad options before it reads any data."""
     given = [threshold is not None, bool(sweep) or (sweep is not None and not isinstance(sweep, bool)),
              alpha is not None]
     if sum(given) != 1:

@@ -22,8 +22,6 @@ from ..io import atomic_path
 from ..metrics.segmentation import seeds_from_cams
 from .common import poly_lr, to_tensor, training_pairs
 
-STRIDE = 4      # IRN walks on the stride-4 CAM
-
 
 # ---------------------------------------------------------------- dense CRF (pydensecrf)
 def crf_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, t: int = 10, gt_prob: float = 0.7) -> np.ndarray:
