@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 import yaml
 
 from wsssbench.errors import UserError
@@ -76,6 +74,7 @@ class GlobalCAM:
     c2am's ``make_square_cam.py`` squashes every image to 128 x 128), divided by its max + 1e-5,
     and added to that class's running sum. State is additive (sum, count), so shards ``merge``.
 
+    >>> import torch
     >>> g = GlobalCAM(num_classes=2, size=(2, 2))
     >>> g.update(torch.tensor([[[[1., 0.], [0., 0.]], [[0., 0.], [0., 0.]]]]), torch.tensor([[1, 0]]))
     >>> g.update(torch.tensor([[[[0., 0.], [0., 2.]], [[0., 0.], [0., 0.]]]]), torch.tensor([[1, 0]]))
@@ -86,6 +85,7 @@ class GlobalCAM:
     """
 
     def __init__(self, num_classes: int, size: tuple[int, int] = (128, 128)):
+        import torch      # torch only where used: registering the method must not load it
         self.num_classes = num_classes
         self.size = tuple(size)
         self.sum = torch.zeros((num_classes, *self.size), dtype=torch.float64)
@@ -93,6 +93,7 @@ class GlobalCAM:
 
     def update(self, cams: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a batch: ``cams`` (B, C, h, w) class maps, ``labels`` (B, C) multi-hot image labels."""
+        import torch.nn.functional as F
         cams = cams.detach().float().clamp(min=0)
         if cams.shape[-2:] != self.size:
             cams = F.interpolate(cams, self.size, mode="bilinear", align_corners=False)
@@ -103,6 +104,7 @@ class GlobalCAM:
 
     def update_keys(self, cams: torch.Tensor, keys: Sequence[int]) -> None:
         """Add one image's CAMs given only for its labelled classes: ``cams`` (k, h, w), ``keys`` ids."""
+        import torch
         full = torch.zeros((1, self.num_classes, *cams.shape[-2:]), dtype=torch.float32)
         labels = torch.zeros((1, self.num_classes), dtype=torch.bool)
         keys = torch.as_tensor(list(keys), dtype=torch.long)
@@ -147,6 +149,7 @@ def bce_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     App. B writes ``torch.nn.BCELoss()(x, labels)`` on logits; the released code
     (``train_c2am.py``) uses ``BCEWithLogitsLoss``, which is Eq. 4 — this follows the code.
     """
+    import torch.nn.functional as F
     return F.binary_cross_entropy_with_logits(scores, labels.to(scores))
 
 
@@ -212,6 +215,8 @@ def _fg_class_names(dataset) -> list[str]:
 def compute_global_cam(ctx, model, samples, size: int, scales: Sequence[float]) -> GlobalCAM:
     """The Global CAM of ``model`` over ``samples``: multi-scale + flip CAMs of each image's labelled
     classes (the harness's CAM inference, as c2am's ``make_square_cam.py``), squashed to size²."""
+    import torch
+
     from wsssbench.stages.common import label_vector
     from wsssbench.stages.infer_cams import multiscale_cams, same_size_batches
 

@@ -89,3 +89,13 @@ def test_a_second_run_waits_for_the_stage_another_process_builds(tmp_path, capsy
     proc.wait(timeout=30)
     assert (path, was_cached) == (final, True)
     assert f"PID {proc.pid}" in capsys.readouterr().err
+
+
+def test_the_method_api_imports_without_torch():
+    """Listing methods, tables and configs must not pay for torch (a subprocess: this one has it loaded)."""
+    import subprocess
+    import sys
+    code = "import sys, wsssbench.methods_api as m; assert 'torch' not in sys.modules, 'torch'; print(len(m.METHODS))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 3

@@ -116,8 +116,8 @@ class CamConfig:
     # records rounds + 1 entries (CONTA Table 1 / A1: "Baseline", "Round = 1" ... "Round = 4"; default 3)
     rounds: int = 0
     # --- WSOL (clovaai/wsolevaluation)
-    wsol_protocol: str = "wsolevaluation"
-    wsol_frame: str = "224"
+    wsol_protocol: str = WSOL.protocol
+    wsol_frame: str = WSOL.frame
     wsol_threshold: float = WSOL.threshold
 
 
