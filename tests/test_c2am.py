@@ -150,12 +150,6 @@ def test_figures_are_pngs(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_doctests():
-    import doctest
-
-    assert doctest.testmod(c2am).failed == 0
-
-
 def test_adapters_registered_with_paper_defaults():
     from wsssbench.methods_api import METHODS, make_config
 

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from wsssbench.cli import app
-from wsssbench.leaderboard import (LEADERBOARD_DIR, Cell, check, load_reported, load_rules, run_checks,
-                                   verify_results)
+from wsssbench.leaderboard import check, load_rules, run_checks, verify_results
 from wsssbench.records import RunRecord
+from wsssbench.reported import LEADERBOARD_DIR, Cell, load_reported
 from wsssbench.tables import FORMATS, load_tables, render, reproduce
 
 runner = CliRunner()
@@ -226,15 +226,15 @@ def test_reproduce_collects_protocols():
     assert rep.protocols == {"seg_miou": ["irn"]}
 
 
-def test_docstring_examples():
-    import doctest
+def test_tables_and_checks_do_not_import_each_other():
+    """Both build on wsssbench.reported; the tables never load the checks (a fresh interpreter, so
+    other tests' imports cannot hide one)."""
+    import subprocess
+    import sys
 
-    import wsssbench.leaderboard
-    import wsssbench.tables
-
-    for module in (wsssbench.leaderboard, wsssbench.tables):
-        failed, tried = doctest.testmod(module)
-        assert tried and not failed
+    code = ("import sys, wsssbench.reported; assert 'wsssbench.tables' not in sys.modules; "
+            "import wsssbench.tables; assert 'wsssbench.leaderboard' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_run_calls_the_harness_for_each_runnable_row_and_seed(tmp_path, monkeypatch):

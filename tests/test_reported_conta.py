@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from wsssbench.leaderboard import load_cells, reported_dir
+from wsssbench.reported import load_cells, reported_dir
 from wsssbench.tables import load_tables
 
 from _reported import paper_lines

@@ -1,4 +1,4 @@
-"""Reported numbers: loading them, checking them against each other, and verifying reproduced ones.
+"""Reported numbers: checking them against each other, and verifying reproduced ones.
 
 The reported numbers are data (``leaderboards/reported/<paper>.csv``, one row per printed cell). The
 consistency checks are data too (``leaderboards/checks.yaml``): each rule says which cells must agree,
@@ -8,158 +8,14 @@ matches anything is stale and fails too, so that file stays reviewed.
 """
 from __future__ import annotations
 
-import csv
-import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from .errors import UserError
-
-from . import leaderboards as _data
-
-#: The committed leaderboard data: the repository's ``leaderboards/`` folder, installed as
-#: ``wsssbench.leaderboards``.
-LEADERBOARD_DIR = Path(_data.__file__).resolve().parent
-
-CSV_FIELDS = ("paper", "table", "row", "column", "value", "unit", "dataset", "split", "backbone",
-              "flags", "source_line", "note")
-FLAGS = frozenset({"reimpl", "best", "second", "na"})
-NOT_A_NUMBER = {"–", "-", "—", "/", ""}
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when present: ~10x faster
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One printed cell of a paper's table, exactly as printed, with where it was printed."""
-
-    paper: str
-    table: str
-    row: str                  # row label as printed
-    column: str               # column header as printed (levels joined with " / ")
-    value: str                # as printed: "66.1", "–", "ResNet-38"
-    unit: str = ""
-    dataset: str = ""
-    split: str = ""
-    backbone: str = ""
-    flags: tuple[str, ...] = ()
-    source_line: int | None = None
-    note: str = ""
-    delta: str = ""           # a printed superscript such as "+2.1"
-    group: str = ""           # row group as printed ("(Q2)", a table half), empty when none
-
-    @property
-    def row_key(self) -> str:
-        """The row's identity within its table: ``group / row`` when the row is in a group."""
-        return f"{self.group} / {self.row}" if self.group else self.row
-
-    @property
-    def ref(self) -> str:
-        return f"{self.table} | {self.row_key} | {self.column}"
-
-    @property
-    def number(self) -> float | None:
-        """The printed value as a number, or None for text and "not applicable" cells."""
-        return parse_number(self.value)
-
-
-def parse_number(text: str) -> float | None:
-    """``"66.1"`` → 66.1; ``"–"``, ``"ResNet-38"`` → None.
-
-    >>> parse_number("57.43"), parse_number("–"), parse_number("VGG-16")
-    (57.43, None, None)
-    """
-    text = text.strip().rstrip("%")
-    if text in NOT_A_NUMBER:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def decimals(text: str) -> int:
-    """Digits printed after the decimal point (``"57.43"`` → 2, ``"80"`` → 0)."""
-    text = text.strip().rstrip("%")
-    return len(text.split(".", 1)[1]) if "." in text else 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def board_dir(root: str | Path | None = None) -> Path:
-    """The leaderboards folder: ``root``, or the committed one when None."""
-    return Path(root) if root is not None else LEADERBOARD_DIR
-
-
-def reported_dir(root: str | Path | None = None) -> Path:
-    return board_dir(root) / "reported"
-
-
-def load_cells(path: str | Path) -> list[Cell]:
-    """Every cell of one ``<paper>.csv``, in file order; a malformed file is a UserError naming it."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [f for f in CSV_FIELDS if f not in header]
-            if missing:
-                raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the header must start "
-                                f"with {','.join(CSV_FIELDS)}")
-            rows = list(reader)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read reported numbers ({err})") from None
-    cells = []
-    for lineno, raw in enumerate(rows, start=2):
-        where = f"{path}:{lineno}"
-        flags = tuple(f for f in (raw.get("flags") or "").split(";") if f)
-        unknown = set(flags) - FLAGS
-        if unknown:
-            raise UserError(f"{where}: unknown flag(s) {sorted(unknown)}; use {sorted(FLAGS)}")
-        line = (raw.get("source_line") or "").strip()
-        if line and not line.isdigit():
-            raise UserError(f"{where}: source_line {line!r} is not a line number")
-        if not raw.get("table") or not raw.get("row") or not raw.get("column"):
-            raise UserError(f"{where}: every cell needs table, row and column")
-        cells.append(Cell(
-            paper=raw["paper"], table=raw["table"], row=raw["row"], column=raw["column"],
-            value=raw.get("value") or "", unit=raw.get("unit") or "", dataset=raw.get("dataset") or "",
-            split=raw.get("split") or "", backbone=raw.get("backbone") or "", flags=flags,
-            source_line=int(line) if line else None, note=raw.get("note") or "",
-            delta=raw.get("delta") or "", group=raw.get("group") or ""))
-    return cells
-
-
-def load_reported(root: str | Path | None = None) -> list[Cell]:
-    """Every cell of every ``reported/*.csv`` (papers in name order, cells in file order)."""
-    directory = reported_dir(root)
-    if not directory.is_dir():
-        raise UserError(f"{directory}: no folder of reported numbers")
-    cells: list[Cell] = []
-    seen: dict[tuple[str, str, str], str] = {}
-    for path in sorted(directory.glob("*.csv")):
-        for cell in load_cells(path):
-            key = (cell.table, cell.row_key, cell.column)
-            if key in seen:
-                raise UserError(f"{path}: cell {cell.ref} is recorded twice (also in {seen[key]}); "
-                                "give repeated row labels a group")
-            seen[key] = str(path)
-            cells.append(cell)
-    return cells
-
-
-def load_yaml(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
-    except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"{path}: not readable YAML ({err})") from None
+from .reported import Cell, board_dir, decimals, load_reported, load_yaml, parse_number
+from .tables import load_tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,8 +230,6 @@ def check(root: str | Path | None = None) -> CheckReport:
     report = run_checks(load_reported(base), load_rules(base), load_disagreements(base))
     records, report.records = validate_reproduced(base / "reproduced")
     if records:
-        from .tables import load_tables
-
         for table in load_tables(base).values():
             report.verified += verify_results(table, records)
     return report

@@ -19,7 +19,7 @@ from typing import Any
 from .errors import UserError
 from .io import dumps
 from .records import SEG_METRICS, WSOL_METRICS
-from .leaderboard import Cell, board_dir, decimals, load_reported, load_yaml, reported_dir
+from .reported import Cell, board_dir, decimals, load_reported, load_yaml, reported_dir
 
 FORMATS = ("rich", "md", "csv", "latex", "json")
 # How each format shows a printed superscript (CONTA Table 2's gains); csv and json keep the bare value
