@@ -113,3 +113,12 @@ def test_coco_segmentation_that_is_neither_polygon_nor_rle(tmp_path):
     ds = get_dataset("coco", root=tmp_path)
     with pytest.raises(UserError, match="instances_val2014.json: malformed annotation of image 1"):
         ds.load_mask(ds.samples("val")[0])
+
+
+@pytest.mark.parametrize("option", [["--threshold", "nan"], ["--threshold", "inf"], ["--threshold", "15"],
+                                    ["--threshold", "-0.1"], ["--alpha", "nan"], ["--alpha", "4,inf"]])
+def test_eval_seeds_refuses_non_finite_and_out_of_range_values(tmp_path, option):
+    result = _invoke("eval", "seeds", "--dataset", "synthetic", "--root", str(tmp_path / "absent"),
+                     "--cams", str(tmp_path), *option)
+    assert result.exit_code == 2 and ("not in [0, 1]" in result.output or "finite number > 0" in result.output)
+    assert not (tmp_path / "absent").exists()        # refused before any data was read or generated

@@ -188,7 +188,7 @@ def test_default_synthetic_dataset_reports_context_confusion(tmp_path, monkeypat
 @pytest.mark.parametrize("options, message", [
     (["eval", "seeds", "--threshold", 0.2, "--sweep"], "exactly one of --threshold T, --sweep or --alpha A"),
     (["eval", "seeds"], "exactly one of --threshold T, --sweep or --alpha A"),
-    (["eval", "seeds", "--alpha", "0,4"], "alpha must be > 0"),
+    (["eval", "seeds", "--alpha", "0,4"], "alpha must be a finite number > 0"),
     (["eval", "seeds", "--threshold", 0.2, "--protocol", "nope"], "'nope'"),
     (["eval", "seeds", "--threshold", 0.2, "--plot", "curve.png"], "--plot draws a sweep's curve"),
     (["eval", "masks", "--protocol", "nope"], "'nope'"),

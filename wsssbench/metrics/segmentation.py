@@ -13,6 +13,7 @@ cumulative sum of that histogram — equal, ties included, to evaluating that th
 """
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -342,16 +343,25 @@ def seed_rule(threshold, sweep, alpha) -> tuple[SeedRule, str]:
     if sum(given) != 1:
         raise UserError("give exactly one of --threshold T, --sweep or --alpha A for the background")
     if threshold is not None:
-        return SeedRule(thresholds=(float(threshold),)), "threshold"
+        return SeedRule(thresholds=_fractions((threshold,))), "threshold"
     if alpha is not None:
         alphas = tuple(float(a) for a in np.atleast_1d(alpha))
-        if not alphas or min(alphas) <= 0:
-            raise UserError(f"alpha must be > 0; got {list(alphas)}")
+        if not alphas or not all(math.isfinite(a) and a > 0 for a in alphas):
+            raise UserError(f"alpha must be a finite number > 0; got {list(alphas)}")
         return SeedRule(alphas=alphas), "alpha_sweep" if len(alphas) > 1 else "alpha"
-    values = DEFAULT_THRESHOLDS if sweep is True else tuple(float(t) for t in sweep)
+    values = DEFAULT_THRESHOLDS if sweep is True else _fractions(sweep)
     if not values:
         raise UserError("the threshold sweep is empty")
     return SeedRule(thresholds=values), "sweep"
+
+
+def _fractions(values) -> tuple[float, ...]:
+    """Thresholds on max-normalised CAMs: each in [0, 1] (``15`` for 0.15 would make every pixel background)."""
+    out = tuple(float(t) for t in values)
+    bad = [t for t in out if not 0 <= t <= 1]      # NaN fails both comparisons
+    if bad:
+        raise UserError(f"threshold {bad[0]} is not in [0, 1]: CAMs are max-normalised, so give a fraction, e.g. 0.15")
+    return out
 
 
 def _seed_chunk(dataset: Dataset, items: list[tuple[Sample, Path]], rule: SeedRule) -> SeedAccumulator:
