@@ -94,3 +94,19 @@ def test_image_bootstrap_on_two_real_runs_matches_the_evaluation(tmp_path, monke
     seed = result["seed_miou"]
     assert seed["seed_pairs"] is None and seed["image_bootstrap"]["resamples"] == 200
     assert seed["image_bootstrap"]["low"] <= seed["delta"] <= seed["image_bootstrap"]["high"]
+
+
+def test_a_missing_artifact_is_one_line(tmp_path, monkeypatch):
+    from wsssbench.errors import UserError
+    torch.set_num_threads(1)
+    ds = SquaresDataset(tmp_path / "data")
+    monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
+    fast = {"cls_epochs": "1", "cls_size": "40", "cam_scales": "1.0", "seg_enabled": "false", "expansion": "none"}
+    rec = harness.run_method("cam", overrides=fast, out=tmp_path / "r").to_dict()
+    masks = Path(rec["artifacts"]["masks"]).parent / "train"
+    next(masks.glob("*.png")).unlink()
+    (Path(rec["artifacts"]["cams"]) / "train" / f"{ds.samples('train')[1].id}.npz").unlink()
+    with pytest.raises(UserError, match="mask of image .* is missing"):
+        compare.run_predictions(rec, "pseudo_miou", ds)
+    with pytest.raises(UserError, match="CAM file is missing"):
+        compare.run_predictions(rec, "seed_miou", ds)

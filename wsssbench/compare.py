@@ -153,7 +153,11 @@ def run_predictions(record: dict, metric: str, dataset) -> tuple[str, dict[str, 
                 {"threshold": cfg["seed_threshold"]}
             out[sample.id] = seeds_from_cams(cam.cams, cam.keys, **rule)
         else:
-            out[sample.id] = np.array(Image.open(folder / f"{sample.id}.png"))
+            path = folder / f"{sample.id}.png"
+            if not path.is_file():
+                raise UserError(f"{path}: the run's mask of image {sample.id!r} is missing; the image bootstrap "
+                                f"scores both runs on every image of {split}")
+            out[sample.id] = np.array(Image.open(path))
     return split, out
 
 
