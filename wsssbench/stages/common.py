@@ -75,8 +75,6 @@ class ImageLabels(torch.utils.data.Dataset):
         x, extra = resize(x, size), {k: resize(v, size) for k, v in extra.items()}
         if torch.rand(()) < 0.5:
             x, extra = x.flip(-1), {k: v.flip(-1) for k, v in extra.items()}
-        if not extra:
-            return {"image": random_crop(x, self.size), **item}
         crop = random_crop(torch.cat([x, *(v.to(x.dtype) for v in extra.values())]), self.size)
         parts = crop.split([len(x), *(len(v) for v in extra.values())])
         return {"image": parts[0], **item, **{k: p.to(v.dtype) for (k, v), p in zip(extra.items(), parts[1:])}}
