@@ -41,7 +41,10 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
                        config=dataclasses.asdict(cfg), seed=seed, metrics=metrics, protocols=protocols,
                        pretrained=pretrained_source(cfg), device=device, timings=run.timings,
                        artifacts={k: str(v) for k, v in artifacts.items()}, extra=extra, rounds=rounds)
-    tag = "-".join(str(p) for p in (dataset, preset) if p)
+    generation = ds_key.get("generation")
+    if generation:
+        record.extra["generation"] = generation
+    tag = "-".join(str(p) for p in (dataset, preset, _confounding_tag(generation)) if p)
     stem = Path(out) / "records" / method / tag / f"{key_hash(record.config)}-seed{seed}"
     if ds.task != "localization":
         from .figures import run_figure
@@ -49,6 +52,15 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     record.write(stem.with_suffix(".json"))
     record.artifacts["record"] = str(stem.with_suffix(".json"))
     return record
+
+
+def _confounding_tag(generation: dict | None) -> str | None:
+    """``c0.5`` when a synthetic run's confounding is not its preset's default (records of each level apart)."""
+    if not generation:
+        return None
+    from .data.synthetic import get_preset
+    default = get_preset(generation["preset"]).confounding
+    return None if generation["confounding"] == default else f"c{generation['confounding']:g}"
 
 
 def dataset_key(name: str, ds) -> dict:
@@ -318,8 +330,12 @@ class _Run:
                 artifacts.update(segmenter=seg_dir, predictions=seg_dir / "pred")
                 if m.segment_train:
                     artifacts["train_predictions"] = seg_dir / "pred_train"
-            rounds.append({"round": round_, "seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"],
-                           "seg_miou": seg["miou"] if seg else None})
+            entry = {"round": round_, "seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"],
+                     "seg_miou": seg["miou"] if seg else None}
+            for name, result in (("seed", seeds), ("pseudo", pseudo), ("seg", seg)):
+                if result and result.get("context_confusion"):    # the synthetic benchmark's context hits
+                    entry[f"{name}_context_confusion"] = result["context_confusion"]["mean"]
+            rounds.append(entry)
             if round_ < cfg.rounds:
                 inputs = self.next_round(ctx, artifacts)
         self.figure_inputs = {"samples": scored[:6], "cams": cams / "train", "masks": expanded / "train",

@@ -194,11 +194,15 @@ class Method:
       CONTA's confounder set).
     - ``extra_inputs(ctx, sample) -> dict[str, np.ndarray]``: per-image arrays of the image's height and
       width (``(H, W)`` or ``(H, W, C)``; DSRG's saliency, CPN's superpixels), rescaled (integers:
-      nearest, floats: bilinear), flipped and cropped with the image in every training batch.
+      nearest, floats: bilinear), flipped and cropped with the image in every training batch; a
+      classifier naming some of them in its ``extra_input_names`` also gets those, by keyword, in
+      ``cams`` and ``forward`` at CAM inference (CONTA's context inputs).
     - ``next_round(ctx, artifacts, workdir) -> dict[str, Path]``: multi-round methods (CONTA): from
       round t's artifacts (``classifier``, ``cams``, ``masks``, ``segmenter``, ``predictions``,
       ``train_predictions``) write round t+1's inputs into ``workdir`` (a cached stage of its own) and
       name them; they reach round t+1's hooks as ``ctx.inputs``.
+    - ``round_fields``: config fields only rounds after the first read (CONTA's ``block``); the
+      ``next_round`` stage owns them, so changing one keeps round 0 and rebuilds from round 1 on.
     - ``wsol_maps(ctx, model, image) -> (scores, maps)``: localization maps for WSOL (NL-CCAM).
 
     A method built on another (CONTA on IRNet, CPN on SEAM) is made with :func:`derive`.
@@ -217,6 +221,7 @@ class Method:
     segment_train: bool = False
     extra_inputs: Callable | None = None
     next_round: Callable | None = None
+    round_fields: tuple[str, ...] = ()
     wsol_maps: Callable = _default("wsssbench.stages.wsol.cam_maps")
 
 
@@ -270,7 +275,9 @@ def _state(obj: Any) -> str:
 
 
 def make_config(method: Method, overrides: dict[str, str] | None = None) -> CamConfig:
-    """The method's config with ``--set key=value`` overrides parsed by the field types.
+    """The method's config with ``--set key=value`` overrides parsed by the field types. A config with a
+    ``resolve(given)`` method then fills the defaults that depend on other settings (CONTA's
+    ``expansion`` follows its ``base``), ``given`` being the names the overrides set.
 
     >>> from wsssbench.methods_api import METHODS, make_config
     >>> make_config(METHODS.get("cam"), {"seed_threshold": "0.2", "cam_scales": "1,0.5"}).cam_scales
@@ -286,6 +293,8 @@ def make_config(method: Method, overrides: dict[str, str] | None = None) -> CamC
         if key not in types_:
             raise UserError(f"{method.name} has no setting {key!r}; settings: {', '.join(sorted(types_))}")
         setattr(cfg, key, parse_value(types_[key], str(text), key))
+    if hasattr(cfg, "resolve"):
+        cfg.resolve(set(overrides or {}))
     return cfg
 
 
@@ -317,9 +326,12 @@ def parse_value(typ: Any, text: str, key: str = "value") -> Any:
 
 
 def stage_order(method: Method | None = None) -> list[tuple[str, tuple[str, ...]]]:
-    """:data:`STAGE_OWNERS` with ``method``'s classifier stages after the base classifier."""
+    """:data:`STAGE_OWNERS` with ``method``'s classifier stages after the base classifier and its
+    ``round_fields`` given to the next-round stage."""
     extras = [(st.name, (st.prefix,)) for st in method.classifier_stages] if method else []
-    return [STAGE_OWNERS[0], *extras, *STAGE_OWNERS[1:]]
+    rounds = method.round_fields if method else ()
+    owners = [(stage, claims + rounds if stage == "next_round" else claims) for stage, claims in STAGE_OWNERS]
+    return [owners[0], *extras, *owners[1:]]
 
 
 def field_owner(name: str, order: list[tuple[str, tuple[str, ...]]]) -> str:

@@ -50,6 +50,8 @@ def run_cmd(
     dataset: str = typer.Option("synthetic", "--dataset", help="Registered dataset name (synthetic, voc, synthetic-loc, cub, ...)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (default: the dataset's standard location)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Synthetic preset (tiny, voc-shape, cub-shape); default tiny."),
+    confounding: Optional[float] = typer.Option(None, "--confounding", help="Synthetic only: P(an object's context is "
+                                                "tied to its class), in [0, 1]; default the preset's (tiny: 0.8)."),
     sets: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. --set seed_threshold=0.2."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local pretrained backbone weights (same as --set weights=PATH)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated run seeds; several give mean and std."),
@@ -68,8 +70,10 @@ def run_cmd(
     options = {}
     if dataset in SYNTHETIC:
         options["preset"] = preset or "tiny"
-    elif preset is not None:
-        raise UserError(f"--preset applies to the synthetic datasets only, not {dataset!r}")
+        if confounding is not None:
+            options["confounding"] = confounding
+    elif preset is not None or confounding is not None:
+        raise UserError(f"--preset and --confounding apply to the synthetic datasets only, not {dataset!r}")
     records = [run_method(method, dataset=dataset, dataset_options=options, root=root, overrides=overrides,
                           seed=s, out=out, device=device, progress=not json_out) for s in parse_seeds(seeds)]
     summary = summarise(records)

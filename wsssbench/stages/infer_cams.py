@@ -8,31 +8,43 @@ import torch
 import torch.nn.functional as F
 
 from ..cams import save_cams
-from .common import fg_index, to_tensor
+from .common import extra_tensors, fg_index, to_tensor
+from .train_classifier import method_extras
+
+
+def _scaled(t: torch.Tensor, size, flip: bool) -> torch.Tensor:
+    """(B, C, H, W) at ``size`` (floats bilinear, integers nearest), with its flipped copy after it if ``flip``."""
+    if t.shape[-2:] != tuple(size):
+        t = (F.interpolate(t, size=size, mode="bilinear", align_corners=False) if t.dtype.is_floating_point
+             else F.interpolate(t.float(), size=size, mode="nearest").to(t.dtype))
+    return torch.cat([t, t.flip(-1)]) if flip else t
 
 
 @torch.no_grad()
-def multiscale_cams(model, images: np.ndarray, scales, flip: bool, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def multiscale_cams(model, images: np.ndarray, scales, flip: bool, device: str = "cpu",
+                    extras: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over scales (and flips) of ReLU CAMs upsampled to the image size; and the scale-1 class scores.
 
-    ``images`` is (B, H, W, 3) uint8 (or one (H, W, 3) image). Returns ``(cams (B, K, H, W),
-    scores (B, K) sigmoid probabilities)`` — squeezed for one image — before normalisation.
+    ``images`` is (B, H, W, 3) uint8 (or one (H, W, 3) image). ``extras``: the method's per-image inputs,
+    (B, C, H, W) tensors, rescaled and flipped with the images and passed to the model by name (CONTA's
+    context inputs). Returns ``(cams (B, K, H, W), scores (B, K) sigmoid probabilities)`` — squeezed
+    for one image — before normalisation.
     """
     single = images.ndim == 3
     x = torch.stack([to_tensor(im) for im in (images[None] if single else images)]).to(device)
+    extras = {k: v.to(device) for k, v in (extras or {}).items()}
     n, (h, w) = len(x), x.shape[-2:]
     total, scores = torch.zeros((), device=device), None
     for s in scales:
-        xs = x if s == 1.0 else F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))),
-                                               mode="bilinear", align_corners=False)
-        if flip:
-            xs = torch.cat([xs, xs.flip(-1)])
-        cams = F.relu(model.cams(xs).float())
+        size = (h, w) if s == 1.0 else (max(1, round(h * s)), max(1, round(w * s)))
+        xs = _scaled(x, size, flip)
+        ex = {k: _scaled(v, size, flip) for k, v in extras.items()}
+        cams = F.relu(model.cams(xs, **ex).float())
         if flip:
             cams = cams[:n] + cams[n:].flip(-1)
         total = total + F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)
         if scores is None or s == 1.0:
-            scores = torch.sigmoid(model(xs[:n]).float())
+            scores = torch.sigmoid(model(xs[:n], **{k: v[:n] for k, v in ex.items()}).float())
     return (total[0], scores[0]) if single else (total, scores)
 
 
@@ -48,9 +60,14 @@ def run(ctx, method, model, samples, out_dir: Path, progress=None, label: str = 
     """
     cfg = ctx.cfg
     model.to(ctx.device).eval()
+    # the extra inputs the classifier itself takes (its ``extra_input_names``: CONTA's context), by name
+    takes = set(getattr(model, "extra_input_names", ()))
+    extras = method_extras(ctx, method) if takes else None
     task = progress.add_task(label, total=len(samples)) if progress else None
     for group, images in same_size_batches(ctx.dataset, samples, batch):
-        cams, scores = multiscale_cams(model, np.stack(images), cfg.cam_scales, cfg.cam_flip, ctx.device)
+        per_image = [extra_tensors(extras, s, im.shape[:2]) for s, im in zip(group, images)]
+        stacked = {k: torch.stack([e[k] for e in per_image]) for k in per_image[0] if k in takes}
+        cams, scores = multiscale_cams(model, np.stack(images), cfg.cam_scales, cfg.cam_flip, ctx.device, stacked)
         for sample, image, cam, score in zip(group, images, cams, scores):
             keys = sorted({fg_index(ctx.dataset, c) for c in sample.labels})
             planes = cam[keys]

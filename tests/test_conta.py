@@ -1,0 +1,240 @@
+"""CONTA: Eq. 3 against a plain loop, [X, M_t] at every block, the confounder set, rounds end to end."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness_standins import SquaresDataset
+from wsssbench import harness
+from wsssbench.errors import UserError
+from wsssbench.methods import conta
+from wsssbench.methods_api import METHODS, Context, make_config, stage_fields
+from wsssbench.models import CAMClassifier, build_backbone
+
+torch.set_num_threads(1)
+FAST = {"cls_epochs": "1", "cls_size": "40", "cam_scales": "1.0", "cam_flip": "false", "seg_iterations": "6",
+        "seg_size": "40", "seg_batch_size": "4", "conta_size": "8"}
+
+
+def eq3_loop(xm, confounders, prior, w1, b1, w2, b2, embed):
+    """Eq. 3 written out: per image, the similarity to every c_i, the softmax over i, the prior-weighted sum."""
+    n = len(confounders)
+    out = []
+    for x in xm:
+        q = [sum(w1[e][j] * x[j] for j in range(len(x))) + b1[e] for e in range(len(w1))]
+        sims = []
+        for c in confounders:
+            k = [sum(w2[e][j] * c[j] for j in range(len(c))) + b2[e] for e in range(len(w2))]
+            sims.append(sum(qe * ke for qe, ke in zip(q, k)) / math.sqrt(embed))
+        top = max(sims)
+        alpha = [math.exp(s - top) for s in sims]
+        alpha = [a / sum(alpha) for a in alpha]
+        out.append([sum(alpha[i] * prior[i] * confounders[i][j] for i in range(n)) for j in range(len(x))])
+    return out
+
+
+@pytest.mark.parametrize("attention", ["code", "paper"])
+def test_eq3_matches_a_plain_loop(attention):
+    adjustment, _ = conta.make_modules()
+    rng = np.random.default_rng(0)
+    confounders = rng.random((3, 2, 2)).astype(np.float32)        # n = 3 classes, h = w = 2
+    prior = np.full(3, 1 / 3, np.float32)
+    adj = adjustment(confounders, prior, attention)
+    assert adj.embed == (4 if attention == "code" else 3)          # m_t.py: n + 1 outputs; Eq. 3: n
+    assert (adj.W1.bias is not None) == (attention == "code")
+    with torch.no_grad():                                          # weights large enough for a peaked softmax
+        for lin in (adj.W1, adj.W2):
+            lin.weight.copy_(torch.from_numpy(rng.normal(0, 1.5, lin.weight.shape).astype(np.float32)))
+            if lin.bias is not None:
+                lin.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, lin.bias.shape).astype(np.float32)))
+    xm = rng.random((2, 4)).astype(np.float32)
+    got = adj(torch.from_numpy(xm)).detach().numpy()
+    b1 = adj.W1.bias.tolist() if adj.W1.bias is not None else [0.0] * adj.embed
+    b2 = adj.W2.bias.tolist() if adj.W2.bias is not None else [0.0] * adj.embed
+    want = eq3_loop(xm.tolist(), confounders.reshape(3, -1).tolist(), prior.tolist(), adj.W1.weight.tolist(), b1,
+                    adj.W2.weight.tolist(), b2, adj.embed)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    alpha = adj.attention(torch.from_numpy(xm)).detach()
+    assert torch.allclose(alpha.sum(1), torch.ones(2)) and alpha.max() > 0.5   # a softmax over the classes
+    # the prior weights the sum: doubling it doubles M
+    adj.prior.mul_(2)
+    np.testing.assert_allclose(adj(torch.from_numpy(xm)).detach().numpy(), 2 * got, rtol=1e-6)
+
+
+def test_initialisation_follows_m_t_py():
+    adjustment, _ = conta.make_modules()
+    torch.manual_seed(0)
+    adj = adjustment(np.zeros((20, 32, 32), np.float32), np.full(20, 0.05, np.float32))
+    assert adj.W1.weight.shape == (21, 1024)                       # VOC: embedding_size 21
+    assert abs(adj.W1.weight.std().item() - 0.02) < 1e-3 and adj.W1.bias.abs().max() == 0
+
+
+def _models(block: str, adjusted: bool = True):
+    _, classifier = conta.make_modules()
+    adjustment, _ = conta.make_modules()
+    torch.manual_seed(0)
+    base = CAMClassifier(build_backbone("small", output_stride=8), 2)
+    rng = np.random.default_rng(1)
+    adj = adjustment(rng.random((2, 4, 4)).astype(np.float32), np.full(2, 0.5, np.float32)) if adjusted else None
+    return base, classifier(base, adj, conta.BLOCKS[block], (4, 4))
+
+
+def _inputs(n=2, size=32):
+    torch.manual_seed(2)
+    x = torch.randn(n, 3, size, size)
+    xm = (torch.rand(n, 1, size, size) > 0.5).float()
+    where = torch.from_numpy(conta.image_frame(size, size)).permute(2, 0, 1)[None].repeat(n, 1, 1, 1)
+    return x, xm, where
+
+
+@pytest.mark.parametrize("block", ["2", "3", "4", "5", "dense"])
+def test_context_enters_each_block_and_gradients_reach_w1_w2(block):
+    base, model = _models(block)
+    x, xm, where = _inputs()
+    # zero-initialised injection: round t+1 starts from the baseline's network exactly
+    assert torch.equal(model.cams(x, xm, where), base.cams(x))
+    assert set(model.classifier_inject) == {str(b) for b in conta.BLOCKS[block]}
+    for b, conv in model.classifier_inject.items():
+        assert conv.weight.shape == (model.backbone.stage_channels[int(b) - 1], 1, 1, 1)
+        torch.nn.init.constant_(conv.weight, 0.1)
+    cams = model.cams(x, xm, where)
+    assert cams.shape == base.cams(x).shape and not torch.equal(cams, base.cams(x))
+    model.zero_grad()
+    torch.nn.functional.multilabel_soft_margin_loss(model(x, xm, where), torch.tensor([[1., 0.], [1., 1.]])).backward()
+    for name in ("W1", "W2"):
+        grad = getattr(model.classifier_context, name).weight.grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    # the new layers train at the head's 10x learning rate (IRN's rule for fresh layers)
+    from wsssbench.stages.train_classifier import param_groups
+    head = {id(p) for p in param_groups(model, 0.1, 0.0)[1]["params"]}
+    assert all(id(p) in head for n, p in model.named_parameters() if n.startswith("classifier_"))
+
+
+def test_context_map_follows_the_crop_and_flip():
+    _, model = _models("5")
+    x, xm, where = _inputs(n=1)
+    full = model.context_map(xm, where)
+    canonical = model.classifier_context(torch.nn.functional.interpolate(xm, size=(4, 4), mode="area").flatten(1))
+    want = torch.nn.functional.interpolate(canonical.view(1, 1, 4, 4), size=(32, 32), mode="bilinear",
+                                           align_corners=False)
+    assert torch.allclose(full, want, atol=1e-6)                   # the full frame: M upsampled
+    # the flipped image with its flipped coordinates sees M flipped (X_m's vector is that of the view)
+    flipped = model.context_map(xm, where.flip(-1))
+    assert torch.allclose(flipped, full.flip(-1), atol=1e-6)
+    # padding (inside = 0) carries no context
+    where[:, 2, :, :8] = 0
+    assert model.context_map(xm, where)[..., :8].abs().max() == 0
+
+
+def test_mt_seg_mask_feeds_the_mask_itself():
+    _, model = _models("5", adjusted=False)
+    x, xm, where = _inputs()
+    assert torch.equal(model.context_map(xm, where), xm)
+
+
+def test_confounder_set_from_hand_made_masks():
+    acc = conta.ConfounderSet(num_fg=3, size=(2, 2))
+    a = np.zeros((4, 4), np.uint8)
+    a[:2, :2] = 1                       # class 1 top-left quarter
+    a[2:, :] = 255                      # ignore counts as not-the-class
+    b = np.full((4, 4), 1, np.uint8)    # class 1 everywhere, class 3 labelled but absent from the mask
+    acc.update(a, [1], has_background=True)
+    acc.update(b, [1, 3], has_background=True)
+    c = acc.compute()
+    np.testing.assert_allclose(c[0], [[1.0, 0.5], [0.5, 0.5]])   # mean of {TL quarter, everywhere}
+    assert c[1].max() == 0 and c[2].max() == 0 and acc.count.tolist() == [2, 0, 1]
+    np.testing.assert_allclose(acc.prior("uniform"), [1 / 3] * 3)
+    np.testing.assert_allclose(acc.prior("frequency"), [2 / 3, 0, 1 / 3])
+
+
+def test_image_frame_and_foreground():
+    f = conta.image_frame(2, 4)
+    assert f.shape == (2, 4, 3) and f[0, :, 0].tolist() == [-0.75, -0.25, 0.25, 0.75] and f[:, 0, 1].tolist() == [-0.5, 0.5]
+    assert conta.foreground(np.array([[0, 1], [255, 3]], np.uint8)).tolist() == [[0, 1], [0, 1]]
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+def test_settings_are_checked_and_expansion_follows_the_base():
+    m = METHODS.get("conta")
+    assert make_config(m, {}).expansion == "rw" and make_config(m, {}).rounds == 3
+    assert make_config(m, {"base": "cam"}).expansion == "crf"
+    assert make_config(m, {"base": "cam", "expansion": "none"}).expansion == "none"
+    for base in ("seam", "dsrg", "sec"):
+        with pytest.raises(UserError, match=f"base={base}: .* not available in wsssbench yet; it arrives with"):
+            make_config(m, {"base": base})
+    for key, value in (("base", "deeplab"), ("block", "6"), ("mt", "x"), ("confounder", "gt"),
+                       ("conta_attention", "both"), ("conta_prior", "x"), ("conta_size", "0")):
+        with pytest.raises(UserError, match=f"--set {key}={value}"):
+            make_config(m, {key: value})
+
+
+def test_ablation_settings_are_keyed_from_round_one_and_base_from_round_zero():
+    m = METHODS.get("conta")
+    cfg = make_config(m, {})
+    for name in ("block", "mt", "confounder", "conta_size", "conta_attention", "conta_prior"):
+        assert name not in stage_fields(cfg, "classifier", m) and name in stage_fields(cfg, "next_round", m)
+    assert "base" in stage_fields(cfg, "classifier", m)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+def built(out: Path) -> set[str]:
+    return {p.name for p in (out / "cache").iterdir() if not p.name.startswith(".")}
+
+
+@pytest.fixture
+def squares(tmp_path, monkeypatch):
+    ds = SquaresDataset(tmp_path / "data")
+    monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
+    return ds
+
+
+def test_two_rounds_end_to_end_round_zero_is_the_baseline(squares, tmp_path):
+    out = tmp_path / "runs"
+    over = {**FAST, "base": "cam", "rounds": "2"}
+    rec = harness.run_method("conta", overrides=over, out=out)
+    assert [r["round"] for r in rec.rounds] == [0, 1, 2]
+    assert {k: rec.rounds[-1][k] for k in rec.metrics} == rec.metrics
+    assert json.loads(Path(rec.artifacts["record"]).read_text())["rounds"] == rec.rounds
+    # round 0 is the baseline itself: the same numbers as the base method run alone
+    base = harness.run_method("cam", overrides={k: v for k, v in FAST.items() if k != "conta_size"},
+                              out=tmp_path / "base")
+    assert {k: rec.rounds[0][k] for k in base.metrics} == base.metrics
+    # round inputs: the confounder set (n, h, w) with its figure, and X_m for train and val
+    r2 = sorted((out / "cache").glob("round2-inputs-*"))[0]
+    with np.load(r2 / "confounders.npz") as z:
+        assert z["confounders"].shape == (2, 8, 8) and np.allclose(z["prior"], 0.5)
+        assert 0 < z["confounders"].max() <= 1
+    assert (r2 / "confounders.png").is_file() and (r2 / "m_round1.png").is_file()
+    assert {p.stem for p in (r2 / "xm").iterdir()} == {s.id for s in squares.samples("train") + squares.samples("val")}
+    # the ablations keep round 0 and rebuild from round 1
+    before = built(out)
+    harness.run_method("conta", overrides={**over, "rounds": "1", "block": "dense"}, out=out)
+    added = built(out) - before
+    assert {n.rsplit("-", 1)[0] for n in added} == {"round1-inputs", "classifier", "cams", "eval-seeds", "expand",
+                                                    "eval-pseudo", "segmenter", "eval-segmentation"}
+    assert sum(n.startswith("classifier-") for n in added) == 1     # round 0's classifier is shared
+
+
+def test_confounder_from_pseudo_masks_and_mt_seg_mask_run(squares, tmp_path):
+    out = tmp_path / "runs"
+    for extra in ({"confounder": "pseudo_mask"}, {"mt": "seg_mask"}):
+        rec = harness.run_method("conta", overrides={**FAST, "base": "cam", "rounds": "1", **extra}, out=out)
+        assert len(rec.rounds) == 2 and all(0 <= r["seg_miou"] <= 100 for r in rec.rounds)
+
+
+def test_conta_needs_the_segmenter(squares, tmp_path):
+    with pytest.raises(UserError, match="keep seg_enabled=true"):
+        harness.run_method("conta", overrides={**FAST, "seg_enabled": "false"}, out=tmp_path / "r")
+
+
+def test_missing_x_m_is_one_line(squares, tmp_path):
+    ctx = Context(make_config(METHODS.get("conta"), {}), squares, round=1, inputs={"xm": tmp_path})
+    with pytest.raises(UserError, match="no segmentation prediction .* for image train_000"):
+        conta.extra_inputs(ctx, squares.samples("train")[0])
