@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from harness_standins import SquaresDataset
@@ -202,6 +203,7 @@ def test_two_rounds_end_to_end_round_zero_is_the_baseline(squares, tmp_path):
     assert [r["round"] for r in rec.rounds] == [0, 1, 2]
     assert {k: rec.rounds[-1][k] for k in rec.metrics} == rec.metrics
     assert json.loads(Path(rec.artifacts["record"]).read_text())["rounds"] == rec.rounds
+    assert Path(rec.artifacts["rounds_figure"]).is_file()
     # round 0 is the baseline itself: the same numbers as the base method run alone
     base = harness.run_method("cam", overrides={k: v for k, v in FAST.items() if k != "conta_size"},
                               out=tmp_path / "base")
@@ -213,6 +215,16 @@ def test_two_rounds_end_to_end_round_zero_is_the_baseline(squares, tmp_path):
         assert 0 < z["confounders"].max() <= 1
     assert (r2 / "confounders.png").is_file() and (r2 / "m_round1.png").is_file()
     assert {p.stem for p in (r2 / "xm").iterdir()} == {s.id for s in squares.samples("train") + squares.samples("val")}
+    # compare reads any round of the record: its metrics and that round's artifacts
+    from wsssbench.compare import at_round, compare
+    saved = json.loads(Path(rec.artifacts["record"]).read_text())
+    r0 = at_round(saved, 0)
+    assert r0["metrics"] == base.metrics and Path(r0["artifacts"]["predictions"]).is_dir()
+    diff = compare([r0], [at_round(saved, 2)], dataset=squares, resamples=200)
+    assert diff["seg_miou"]["delta"] == pytest.approx(rec.rounds[2]["seg_miou"] - rec.rounds[0]["seg_miou"])
+    assert diff["seg_miou"]["image_bootstrap"] is not None
+    with pytest.raises(UserError, match="no round 5 in its record"):
+        at_round(saved, 5)
     # the ablations keep round 0 and rebuild from round 1
     before = built(out)
     harness.run_method("conta", overrides={**over, "rounds": "1", "block": "dense"}, out=out)
@@ -238,3 +250,46 @@ def test_missing_x_m_is_one_line(squares, tmp_path):
     ctx = Context(make_config(METHODS.get("conta"), {}), squares, round=1, inputs={"xm": tmp_path})
     with pytest.raises(UserError, match="no segmentation prediction .* for image train_000"):
         conta.extra_inputs(ctx, squares.samples("train")[0])
+
+
+# ---------------------------------------------------------------------------------------------- COCO
+
+def coco_layout(top: Path, ds: SquaresDataset) -> Path:
+    """The squares stand-in written in MS-COCO 2014's official layout (JPEGs, instances JSON with RLE)."""
+    from pycocotools import mask as mask_utils
+    cats = [{"id": 1, "name": "red"}, {"id": 3, "name": "blue"}]      # sparse ids, as COCO's
+    for split, folder in (("train", "train2014"), ("val", "val2014")):
+        images, anns = [], []
+        for i, sample in enumerate(ds.samples(split), start=1):
+            name = f"COCO_{folder}_{i:012d}.jpg"
+            (top / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(ds.load_image(sample)).save(top / folder / name, quality=95)
+            mask = ds.load_mask(sample)
+            images.append({"id": i, "file_name": name, "height": mask.shape[0], "width": mask.shape[1]})
+            for label in sample.labels:
+                rle = mask_utils.encode(np.asfortranarray((mask == label).astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode()
+                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cats[label - 1]["id"], "iscrowd": 0,
+                             "segmentation": rle, "area": int((mask == label).sum()), "bbox": [0, 0, 1, 1]})
+        (top / "annotations").mkdir(parents=True, exist_ok=True)
+        (top / "annotations" / f"instances_{folder}.json").write_text(
+            json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return top
+
+
+def test_run_conta_on_a_coco_layout(tmp_path):
+    from typer.testing import CliRunner
+
+    from wsssbench.cli import app
+    root = coco_layout(tmp_path / "coco", SquaresDataset(tmp_path / "squares", n=16))
+    sets = [a for k, v in {**FAST, "base": "cam", "rounds": "1"}.items() for a in ("--set", f"{k}={v}")]
+    res = CliRunner().invoke(app, ["run", "conta", "--dataset", "coco", "--root", str(root), *sets,
+                                   "--out", str(tmp_path / "runs"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["dataset"] == "coco" and [r["round"] for r in out["rounds"]["0"]] == [0, 1]
+    with np.load(next((tmp_path / "runs" / "cache").glob("round1-inputs-*")) / "confounders.npz") as z:
+        assert z["class_names"].tolist() == ["red", "blue"] and z["confounders"].shape == (2, 8, 8)
+    # no COCO there: where to put it, exit 2, one line per layout entry and no traceback
+    res = CliRunner().invoke(app, ["run", "conta", "--dataset", "coco", "--root", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no MS-COCO 2014 layout found" in res.stderr and "train2014/" in res.stderr

@@ -173,8 +173,8 @@ def _record(method, seed, metrics, dataset="synthetic", **config):
 def test_runs_render_mean_std_and_delta(tmp_path):
     _record("seam", 0, {"seed_miou": 50.0, "pseudo_miou": 60.0}).write(tmp_path / "a" / "seam0.json")
     _record("seam", 1, {"seed_miou": 52.0, "pseudo_miou": 61.0}).write(tmp_path / "a" / "seam1.json")
-    _record("conta", 0, {"seed_miou": 57.0}, baseline="seam", rounds=3).write(tmp_path / "conta3.json")
-    _record("conta", 0, {"seed_miou": 1.0}, baseline="seam", rounds=2).write(tmp_path / "conta2.json")
+    _record("conta", 0, {"seed_miou": 57.0}, base="seam", rounds=3).write(tmp_path / "conta3.json")
+    _record("conta", 0, {"seed_miou": 1.0}, base="seam", rounds=2).write(tmp_path / "conta2.json")
     result = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = {(r["Method"], r["Baseline"]): r for r in csv.DictReader(io.StringIO(result.output))}
@@ -254,7 +254,8 @@ def test_run_calls_the_harness_for_each_runnable_row_and_seed(tmp_path, monkeypa
         record.write(Path(out) / f"{method}-{seed}.json")
         return record
 
-    monkeypatch.setitem(sys.modules, "wsssbench.methods_api", types.SimpleNamespace(METHODS=methods))
+    monkeypatch.setitem(sys.modules, "wsssbench.methods_api",
+                        types.SimpleNamespace(METHODS=methods, make_config=lambda method, overrides=None: None))
     monkeypatch.setitem(sys.modules, "wsssbench.harness", types.SimpleNamespace(run_method=run_method))
     result = _invoke("table", "conta:1", "--run", "--dataset", "synthetic", "--seeds", "0,1",
                      "--runs", str(tmp_path), "--format", "csv")

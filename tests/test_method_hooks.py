@@ -196,7 +196,7 @@ def test_custom_seg_loss_extra_inputs_and_three_rounds_end_to_end(toys, tmp_path
     rec = harness.run_method("rounds3", overrides=over, out=out)
     assert [r["round"] for r in rec.rounds] == [0, 1, 2]
     for r in rec.rounds:
-        assert set(r) == {"round", "seed_miou", "pseudo_miou", "seg_miou"}
+        assert set(r) == {"round", "seed_miou", "pseudo_miou", "seg_miou", "artifacts"}
     assert {k: rec.rounds[-1][k] for k in rec.metrics} == rec.metrics    # top level = the last round
     stages = sorted(built(out))
     assert [n.rsplit("-", 1)[0] for n in stages if n.startswith("round")] == ["round1-inputs", "round2-inputs"]
@@ -214,7 +214,8 @@ def test_single_round_record_and_rounds_without_hook(toys, tmp_path):
     over = {**FAST, "expansion": "none", "seg_enabled": "false"}
     rec = harness.run_method("cam", overrides=over, out=tmp_path / "r")
     assert rec.rounds == [{"round": 0, "seed_miou": rec.metrics["seed_miou"],
-                           "pseudo_miou": rec.metrics["pseudo_miou"], "seg_miou": None}]
+                           "pseudo_miou": rec.metrics["pseudo_miou"], "seg_miou": None,
+                           "artifacts": {k: rec.artifacts[k] for k in ("cams", "masks")}}]
     with pytest.raises(UserError, match="needs a next_round hook"):
         harness.run_method("cam", overrides={**over, "rounds": "1"}, out=tmp_path / "r")
 
@@ -277,7 +278,7 @@ def test_round_rows_read_one_multi_round_record():
     table = get_table("conta:1")
     rounds = [{"round": r, "seed_miou": 40.0 + r, "pseudo_miou": 50.0 + r, "seg_miou": 45.0 + r} for r in range(4)]
     record = {"method": "conta", "dataset": "synthetic", "dataset_preset": "tiny", "seed": 0, "pretrained": None,
-              "config": {"baseline": "seam", "rounds": 3}, "metrics": rounds[-1],
+              "config": {"base": "seam", "rounds": 3, "block": "5", "mt": "adjusted", "confounder": "seg_mask"}, "metrics": rounds[-1],
               "protocols": {"seed_miou": "seam", "pseudo_miou": "irn", "seg_miou": "deeplab"}, "rounds": rounds}
     rep = reproduce(table, [record])
     assert rep.summary("(Q2) / Round = 2", "seed_miou") == (42.0, 0.0, 1)

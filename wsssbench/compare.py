@@ -131,6 +131,20 @@ def load_runs(path: Path) -> list[dict]:
     return runs
 
 
+def at_round(record: dict, round_: int | None) -> dict:
+    """``record`` as of round ``round_`` of its ``rounds`` (0 = the baseline of a multi-round method):
+    that round's metrics and artifacts; None: the record as it is (its last round)."""
+    if round_ is None:
+        return record
+    rounds = {r["round"]: r for r in record.get("rounds") or []}
+    if round_ not in rounds:
+        raise UserError(f"{record.get('method')} seed {record.get('seed')}: no round {round_} in its record "
+                        f"(rounds: {', '.join(map(str, sorted(rounds))) or 'none'})")
+    entry = rounds[round_]
+    metrics = {k: entry[k] for k in record["metrics"] if entry.get(k) is not None}
+    return {**record, "metrics": metrics, "artifacts": entry.get("artifacts") or {}}
+
+
 def run_predictions(record: dict, metric: str, dataset) -> tuple[str, dict[str, np.ndarray]] | None:
     """The split and per-image label maps behind one metric of a record, or None when its artifacts are gone."""
     from PIL import Image

@@ -50,3 +50,29 @@ def run_figure(dataset, inputs: dict, path: Path) -> Path:
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path, dpi=80)
+
+
+def rounds_figure(rounds: list[dict], path: Path, title: str = "") -> Path:
+    """mIoU (and, on the synthetic benchmark, context confusion) per round of a multi-round run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["round"] for r in rounds]
+    confusion = [k for k in ("seed", "pseudo", "seg") if any(f"{k}_context_confusion" in r for r in rounds)]
+    fig, axes = plt.subplots(1, 2 if confusion else 1, figsize=(9 if confusion else 4.8, 3.2), squeeze=False)
+    for key, label in (("seed_miou", "seeds"), ("pseudo_miou", "pseudo-masks"), ("seg_miou", "segmentation")):
+        ys = [r.get(key) for r in rounds]
+        if any(y is not None for y in ys):
+            axes[0, 0].plot(xs, ys, marker="o", label=label)
+    axes[0, 0].set(xlabel="round (0 = baseline)", ylabel="mIoU (%)", xticks=xs)
+    axes[0, 0].legend(fontsize=8)
+    for key in confusion:
+        axes[0, 1].plot(xs, [r.get(f"{key}_context_confusion") for r in rounds], marker="o", label=key)
+    if confusion:
+        axes[0, 1].set(xlabel="round (0 = baseline)", ylabel="context confusion (%)", xticks=xs)
+        axes[0, 1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=90)

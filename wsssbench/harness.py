@@ -49,6 +49,10 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     if ds.task != "localization":
         from .figures import run_figure
         record.artifacts["figure"] = str(run_figure(ds, run.figure_inputs, stem.with_suffix(".png")))
+        if len(rounds) > 1:
+            from .figures import rounds_figure
+            record.artifacts["rounds_figure"] = str(rounds_figure(rounds, stem.with_name(stem.name + "-rounds.png"),
+                                                                  f"{method} on {tag}, seed {seed}"))
     record.write(stem.with_suffix(".json"))
     record.artifacts["record"] = str(stem.with_suffix(".json"))
     return record
@@ -331,7 +335,8 @@ class _Run:
                 if m.segment_train:
                     artifacts["train_predictions"] = seg_dir / "pred_train"
             entry = {"round": round_, "seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"],
-                     "seg_miou": seg["miou"] if seg else None}
+                     "seg_miou": seg["miou"] if seg else None,
+                     "artifacts": {k: str(artifacts[k]) for k in ("cams", "masks", "predictions") if k in artifacts}}
             for name, result in (("seed", seeds), ("pseudo", pseudo), ("seg", seg)):
                 if result and result.get("context_confusion"):    # the synthetic benchmark's context hits
                     entry[f"{name}_context_confusion"] = result["context_confusion"]["mean"]

@@ -47,9 +47,15 @@ class RowSpec:
         when the tables load: it imports torch, which rendering a table does not need."""
         if self.method is None:
             return self.no_recipe or "no reproduction recipe for this row yet"
-        from .methods_api import METHODS
+        from .methods_api import METHODS, make_config
 
-        return "" if self.method in METHODS.names() else f"method {self.method!r} is not in the toolkit yet"
+        if self.method not in METHODS.names():
+            return f"method {self.method!r} is not in the toolkit yet"
+        try:                # the settings themselves may name what is not here yet (conta's base=seam)
+            make_config(METHODS.get(self.method), {k: str(v) for k, v in self.overrides.items()})
+        except UserError as err:
+            return str(err)
+        return ""
 
     @property
     def runnable(self) -> bool:
@@ -102,8 +108,15 @@ class Table:
         for spec in self.rows:
             if spec.method is None:
                 continue
+            # a setting another row of this method varies must be at its default where this row leaves it
+            # (CONTA's "Round = 2" row is not read from the "Block-2" run)
+            varied = {k for r in self.rows if r.method == spec.method for k in r.overrides} - set(spec.overrides)
+            if spec.round is not None:
+                varied.discard("rounds")
+            defaults = _defaults(spec.method) if varied else {}
+            wanted = {**{k: defaults[k] for k in varied if k in defaults}, **spec.overrides}
             hits = [r for r in records if r.get("method") == spec.method
-                    and all(_same(_config_get(r.get("config", {}), k), v) for k, v in spec.overrides.items())]
+                    and all(_same(_config_get(r.get("config", {}), k), v) for k, v in wanted.items())]
             if spec.round is not None:      # one multi-round run gives every round row: one record per seed
                 by_seed = {}
                 for r in hits:
@@ -116,9 +129,17 @@ class Table:
 
 
 def _round_metrics(record: dict, round_: int) -> dict:
-    """Round ``round_``'s numbers of a record (``None`` where the round measured nothing)."""
+    """Round ``round_``'s metrics of a record (none where the round measured nothing)."""
     entry = record["rounds"][round_]
-    return {k: v for k, v in entry.items() if k != "round" and v is not None}
+    return {k: v for k, v in entry.items() if k in record.get("metrics", {}) and v is not None}
+
+
+def _defaults(method: str) -> dict:
+    """A registered method's default settings, or nothing for a method not in the toolkit."""
+    import dataclasses
+
+    from .methods_api import METHODS, make_config
+    return dataclasses.asdict(make_config(METHODS.get(method))) if method in METHODS.names() else {}
 
 
 def _alnum(text: str) -> str:

@@ -17,15 +17,19 @@ def compare_command(
                                                             "(the image bootstrap re-reads its ground truth)."),
     resamples: int = typer.Option(1000, "--resamples", min=100, help="Image bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap draws."),
+    round_a: Optional[int] = typer.Option(None, "--round-a", min=0, help="Compare A as of this round of its record "
+                                          "(0 = the baseline of a multi-round method); default its last."),
+    round_b: Optional[int] = typer.Option(None, "--round-b", min=0, help="The same for B."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
 ) -> None:
     """Δ = B − A of seed, pseudo-mask and segmentation mIoU, paired: a 95% interval over images (an image
     bootstrap of one seed pair, when the runs' artifacts are still on disk) and over seeds (a t interval of
     the per-seed differences, with two or more seeds). Resolved: the interval excludes 0."""
-    from ..compare import compare, load_runs
+    from ..compare import at_round, compare, load_runs
     from ..io import dumps
-    runs_a, runs_b = load_runs(run_a), load_runs(run_b)
-    result = {"a": str(run_a), "b": str(run_b), "metrics": compare(runs_a, runs_b, dataset=_dataset(runs_a[0], root),
+    runs_a = [at_round(r, round_a) for r in load_runs(run_a)]
+    runs_b = [at_round(r, round_b) for r in load_runs(run_b)]
+    result = {"a": str(run_a), "b": str(run_b), "round_a": round_a, "round_b": round_b, "metrics": compare(runs_a, runs_b, dataset=_dataset(runs_a[0], root),
                                                                    resamples=resamples, seed=seed)}
     if json_out:
         typer.echo(dumps(result))
@@ -37,7 +41,9 @@ def _dataset(record: dict, root: Optional[Path]):
     """The record's dataset, or None when it cannot be opened (the image bootstrap is then skipped)."""
     from ..data import get_dataset
     from ..errors import UserError
-    options = {"preset": record["dataset_preset"]} if record.get("dataset_preset") else {}
+    generation = (record.get("extra") or {}).get("generation")     # synthetic: preset, seed, confounding
+    options = dict(generation) if generation else (
+        {"preset": record["dataset_preset"]} if record.get("dataset_preset") else {})
     try:
         return get_dataset(record["dataset"], root, **options)
     except UserError:
@@ -51,7 +57,11 @@ def _print(result: dict) -> None:
     def interval(ci: dict | None) -> str:
         return "–" if ci is None else f"[{ci['low']:+.2f}, {ci['high']:+.2f}]" + (" ✓" if ci["resolved"] else "")
 
-    table = Table(title=f"B − A: {result['b']} vs {result['a']}  (✓: the 95% interval excludes 0)")
+    def name(which: str) -> str:
+        r = result[f"round_{which}"]
+        return result[which] + ("" if r is None else f" @ round {r}")
+
+    table = Table(title=f"B − A: {name('b')} vs {name('a')}  (✓: the 95% interval excludes 0)")
     for col in ("metric", "protocol", "A", "B", "Δ", "images (one seed)", "seeds"):
         table.add_column(col)
     for metric, m in result["metrics"].items():
