@@ -293,3 +293,28 @@ def test_run_conta_on_a_coco_layout(tmp_path):
     # no COCO there: where to put it, exit 2, one line per layout entry and no traceback
     res = CliRunner().invoke(app, ["run", "conta", "--dataset", "coco", "--root", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "no MS-COCO 2014 layout found" in res.stderr and "train2014/" in res.stderr
+
+
+@pytest.mark.slow
+def test_table_a1_runs_every_row_on_the_stand_in(squares, tmp_path):
+    """`table A1 --run`: the IRNet baseline, one multi-round run for the Round rows, the block, Q1 and Q4
+    ablations; reported beside reproduced with the protocol; ablations share round 0 (one base classifier)."""
+    from typer.testing import CliRunner
+
+    from wsssbench.cli import app
+    sets = [a for k, v in {**FAST, "rw_epochs": "1", "rw_train_images": "8"}.items() for a in ("--set", f"{k}={v}")]
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["table", "A1", "--run", "--dataset", "synthetic", *sets, "--runs", str(out),
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["label"]: r for r in json.loads(res.stdout)["rows"]}
+    ours = {label: r["cells"]["CAM"].get("reproduced") for label, r in rows.items() if r["runnable"]}
+    assert set(ours) >= {"Baseline∗ [1]", "Round = 1", "Round = 4", "Block-2", "Dense", "CPseudo-Mask", "CSeg. Mask"}
+    assert all(v is not None and v["n"] == 1 for v in ours.values()), ours
+    rounds = [ours[f"Round = {r}"]["mean"] for r in range(1, 5)]
+    assert ours["Block-5"]["mean"] == rounds[2]          # block 5 = the default: its 3-round run is Round = 3
+    assert ours["CSeg. Mask"]["mean"] == rounds[2]
+    assert not rows["Upperbound [14]"]["runnable"]
+    # one round-0 classifier for every conta row, one for irnet; then one per distinct later round
+    classifiers = [p for p in (out / "cache").glob("classifier-*")]
+    assert len(classifiers) == 2 + 4 + 3 * 4 + 3 + 3   # rounds 1-4; blocks 2,3,4,dense x3; Q1 x3; Q4 x3

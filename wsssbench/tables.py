@@ -113,6 +113,8 @@ class Table:
             varied = {k for r in self.rows if r.method == spec.method for k in r.overrides} - set(spec.overrides)
             if spec.round is not None:
                 varied.discard("rounds")
+            elif any(r.method == spec.method and r.round is not None for r in self.rows):
+                varied.add("rounds")        # the "Block-2" row is read from a run of the default rounds
             defaults = _defaults(spec.method) if varied else {}
             wanted = {**{k: defaults[k] for k in varied if k in defaults}, **spec.overrides}
             hits = [r for r in records if r.get("method") == spec.method
@@ -298,13 +300,22 @@ class Reproduced:
         return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
 
 
-def reproduce(table: Table, records: list[dict]) -> Reproduced:
+def round_view(spec: RowSpec, record: dict) -> dict:
+    """The record as a row reads it: a rounds row, its round's metrics."""
+    return record if spec.round is None else {**record, "metrics": _round_metrics(record, spec.round)}
+
+
+def reproduce(table: Table, records: list[dict], by_row: dict[str, list[dict]] | None = None) -> Reproduced:
+    """Reproduced values of ``table`` from ``records`` matched to rows by their settings, or from ``by_row``
+    (row key → the records run for it, as ``table --run`` knows them)."""
     values: dict[tuple[str, str], list[float]] = {}
     protocols: dict[str, list[str]] = {}
     row_protocols: dict[tuple[str, str], set[str]] = {}
     datasets: list[str] = []
     random_init = False
-    for key, hits in table.match(records).items():
+    matched = table.match(records) if by_row is None else {
+        key: [round_view(table.row(key), r) for r in hits] for key, hits in by_row.items()}
+    for key, hits in matched.items():
         for rec in hits:
             name = rec["dataset"] + (f"/{rec['dataset_preset']}" if rec.get("dataset_preset") else "")
             if name not in datasets:

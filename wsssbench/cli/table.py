@@ -1,9 +1,10 @@
 """`wsssbench table`: a paper's table as printed, optionally beside what the toolkit reproduces."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -13,25 +14,37 @@ from ..io import dumps
 from ..tables import FORMATS, Reproduced, Table, get_table, load_tables, render, reproduce
 from .app import app
 from .options import parse_seeds
+from .run import parse_sets
 
 
-def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device: str) -> list[dict]:
-    """Run every runnable row of ``table`` through the harness, once per seed; the records written."""
+def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device: str,
+             sets: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    """Run every runnable row of ``table`` through the harness, once per seed; the records of each row.
+    ``sets``: settings for every row (a row's own overrides win)."""
     from ..harness import run_method
 
     runnable = [r for r in table.rows if r.runnable]
     if not runnable:
         reasons = "; ".join(f"{r.key}: {r.missing}" for r in table.rows)
         raise UserError(f"table {table.id} has no row the toolkit can run yet ({reasons})")
-    done = []
+    from ..methods_api import METHODS
+    sets = sets or {}
+    known = {spec.method: {f.name for f in dataclasses.fields(METHODS.get(spec.method).config)} for spec in runnable}
+    unknown = [k for k in sets if not any(k in names for names in known.values())]
+    if unknown:
+        raise UserError(f"--set {unknown[0]}: no method of table {table.id} has that setting "
+                        f"({', '.join(sorted(known))})")
+    done: dict[str, list[dict]] = {}
     for spec in runnable:
-        overrides = {k: str(v) for k, v in spec.overrides.items()}     # `--set key=value` strings
+        # `--set key=value` strings: the common settings the row's method has, then the row's own
+        overrides = {**{k: v for k, v in sets.items() if k in known[spec.method]},
+                     **{k: str(v) for k, v in spec.overrides.items()}}
         if spec.round:      # the run up to this round; runs for the other rounds share its cached stages
             overrides["rounds"] = str(spec.round)
         for seed in seeds:
             record = run_method(spec.method, dataset=dataset, overrides=overrides, seed=seed,
                                 out=out, device=device, progress=True)
-            done.append(record.to_dict())
+            done.setdefault(spec.key, []).append(record.to_dict())
     return done
 
 
@@ -51,6 +64,8 @@ def table_command(
                                                "records on this dataset."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds for --run, e.g. 0,1,2."),
     device: str = typer.Option("cpu", "--device", help="Torch device for --run, e.g. cpu or cuda."),
+    sets: List[str] = typer.Option([], "--set", help="With --run: a setting for every row, key=value (repeatable; "
+                                                     "a row's own settings win), e.g. --set backbone=resnet50."),
 ) -> None:
     """Render a paper's table in its own row and column order, reported numbers exactly as printed."""
     if list_:
@@ -61,13 +76,16 @@ def table_command(
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     table = get_table(table_id)
+    if sets and not run:
+        raise UserError("--set applies to the rows --run runs; add --run (or drop --set)")
     reproduced: Reproduced | None = None
     if run:
         if dataset is None:
             raise UserError("--run needs --dataset NAME (e.g. --dataset synthetic)")
         out = runs if runs is not None else Path("runs")
-        records = run_rows(table, dataset=dataset, seeds=parse_seeds(seeds), out=out, device=device)
-        reproduced = reproduce(table, records)
+        by_row = run_rows(table, dataset=dataset, seeds=parse_seeds(seeds), out=out, device=device,
+                          sets=parse_sets(sets))
+        reproduced = reproduce(table, [], by_row)
     elif runs is not None:
         records = run_records.load_dir(runs)
         if dataset is not None:
