@@ -27,9 +27,8 @@ def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device:
     if not runnable:
         reasons = "; ".join(f"{r.key}: {r.missing}" for r in table.rows)
         raise UserError(f"table {table.id} has no row the toolkit can run yet ({reasons})")
-    from ..methods_api import METHODS
     sets = sets or {}
-    known = {spec.method: {f.name for f in dataclasses.fields(METHODS.get(spec.method).config)} for spec in runnable}
+    known = _settings(runnable) if sets else {}
     unknown = [k for k in sets if not any(k in names for names in known.values())]
     if unknown:
         raise UserError(f"--set {unknown[0]}: no method of table {table.id} has that setting "
@@ -37,7 +36,7 @@ def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device:
     done: dict[str, list[dict]] = {}
     for spec in runnable:
         # `--set key=value` strings: the common settings the row's method has, then the row's own
-        overrides = {**{k: v for k, v in sets.items() if k in known[spec.method]},
+        overrides = {**{k: v for k, v in sets.items() if k in known.get(spec.method, ())},
                      **{k: str(v) for k, v in spec.overrides.items()}}
         if spec.round:      # the run up to this round; runs for the other rounds share its cached stages
             overrides["rounds"] = str(spec.round)
@@ -46,6 +45,12 @@ def run_rows(table: Table, *, dataset: str, seeds: list[int], out: Path, device:
                                 out=out, device=device, progress=True)
             done.setdefault(spec.key, []).append(record.to_dict())
     return done
+
+
+def _settings(rows) -> dict[str, set[str]]:
+    """Each row method's setting names (its config dataclass's fields)."""
+    from ..methods_api import METHODS
+    return {spec.method: {f.name for f in dataclasses.fields(METHODS.get(spec.method).config)} for spec in rows}
 
 
 @app.command("table")
