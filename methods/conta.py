@@ -327,19 +327,13 @@ def fg_class_names(ds) -> list[str]:
 # --- figures ---------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_confounders(confounders: np.ndarray, names, path: Path, round_: int) -> Path:
     """The confounder set C as a grid of class maps (paper Fig. 3c)."""
-    plt = _pyplot()
+    from wsssbench.figures import pyplot
+    plt = pyplot()
     cols = min(5, len(confounders))
     rows = -(-len(confounders) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, name, c in zip(axes.flat, names, confounders):
@@ -354,10 +348,12 @@ def plot_context_maps(ctx, classifier_dir: Path, samples, path: Path) -> Path:
     """Round t's M_t for a few training images: image, X_m, M_t (full frame)."""
     import torch
 
+    from wsssbench.figures import pyplot
+
     from wsssbench.stages.common import extra_tensors
     model = build_classifier(ctx)
     model.load_state_dict(torch.load(Path(classifier_dir) / "model.pt", map_location="cpu", weights_only=True))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(samples), 3, figsize=(6, 2 * len(samples)), squeeze=False)
     with torch.no_grad():
         for row, sample in zip(axes, samples):

@@ -204,6 +204,8 @@ def test_two_rounds_end_to_end_round_zero_is_the_baseline(squares, tmp_path):
     assert {k: rec.rounds[-1][k] for k in rec.metrics} == rec.metrics
     assert json.loads(Path(rec.artifacts["record"]).read_text())["rounds"] == rec.rounds
     assert Path(rec.artifacts["rounds_figure"]).is_file()
+    with Image.open(rec.artifacts["rounds_masks_figure"]) as fig:     # image, GT, then 2 panels per round
+        assert fig.width == 80 * 2 * (2 + 2 * 3)
     # round 0 is the baseline itself: the same numbers as the base method run alone
     base = harness.run_method("cam", overrides={k: v for k, v in FAST.items() if k != "conta_size"},
                               out=tmp_path / "base")
@@ -318,3 +320,23 @@ def test_table_a1_runs_every_row_on_the_stand_in(squares, tmp_path):
     # one round-0 classifier for every conta row, one for irnet; then one per distinct later round
     classifiers = [p for p in (out / "cache").glob("classifier-*")]
     assert len(classifiers) == 2 + 4 + 3 * 4 + 3 + 3   # rounds 1-4; blocks 2,3,4,dense x3; Q1 x3; Q4 x3
+
+
+@pytest.mark.slow
+def test_two_rounds_on_tiny(tmp_path):
+    """`run conta --set base=cam rounds=2` on the embedded tiny benchmark: three rounds recorded, each with
+    its numbers, context confusion and artifacts, every stage above the all-background floor."""
+    from test_regression_tiny import background_floor
+
+    rec = harness.run_method("conta", overrides={"base": "cam", "rounds": "2"}, out=tmp_path / "runs")
+    assert [r["round"] for r in rec.rounds] == [0, 1, 2]
+    saved = json.loads(Path(rec.artifacts["record"]).read_text())
+    assert saved["rounds"] == rec.rounds and saved["dataset_preset"] == "tiny"
+    for key, split in (("seed_miou", "train"), ("pseudo_miou", "train"), ("seg_miou", "val")):
+        floor = background_floor(split, rec.protocols[key], tmp_path / "floor")
+        assert all(r[key] > 2 * floor for r in rec.rounds), (key, floor, [r[key] for r in rec.rounds])
+    for r in rec.rounds:
+        assert 0 <= r["seg_context_confusion"] <= 100
+        assert all(Path(p).is_dir() for p in r["artifacts"].values())
+    for fig in ("rounds_figure", "rounds_masks_figure"):
+        assert Path(rec.artifacts[fig]).is_file()

@@ -50,9 +50,11 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
         from .figures import run_figure
         record.artifacts["figure"] = str(run_figure(ds, run.figure_inputs, stem.with_suffix(".png")))
         if len(rounds) > 1:
-            from .figures import rounds_figure
+            from .figures import rounds_figure, rounds_masks_figure
             record.artifacts["rounds_figure"] = str(rounds_figure(rounds, stem.with_name(stem.name + "-rounds.png"),
                                                                   f"{method} on {tag}, seed {seed}"))
+            record.artifacts["rounds_masks_figure"] = str(rounds_masks_figure(
+                ds, run.figure_inputs, stem.with_name(stem.name + "-rounds-masks.png")))
     record.write(stem.with_suffix(".json"))
     record.artifacts["record"] = str(stem.with_suffix(".json"))
     return record
@@ -315,7 +317,7 @@ class _Run:
         seen = {s.id for s in train}
         images = train + [s for s in scored if s.id not in seen]     # VOC/synthetic: train ⊂ train_aug
         inputs: dict[str, Path] = {}
-        rounds = []
+        rounds, views = [], []          # views: each round's scored CAMs and pseudo-masks, for the figures
         for round_ in range(cfg.rounds + 1):
             clf, ctx = self.classifier(train, round_, inputs)
             cams = self.cams(clf, ctx, images, scored, val)
@@ -341,10 +343,10 @@ class _Run:
                 if result and result.get("context_confusion"):    # the synthetic benchmark's context hits
                     entry[f"{name}_context_confusion"] = result["context_confusion"]["mean"]
             rounds.append(entry)
+            views.append({"cams": cams / "train", "masks": expanded / "train"})
             if round_ < cfg.rounds:
                 inputs = self.next_round(ctx, artifacts)
-        self.figure_inputs = {"samples": scored[:6], "cams": cams / "train", "masks": expanded / "train",
-                              **self.seed_rule()}
+        self.figure_inputs = {"samples": scored[:6], **views[-1], "rounds": views, **self.seed_rule()}
         metrics = {"seed_miou": seeds["miou"], "pseudo_miou": pseudo["miou"]}
         protocols = {"seed_miou": seeds.get("protocol", cfg.seed_protocol),
                      "pseudo_miou": pseudo.get("protocol", cfg.pseudo_protocol)}
