@@ -103,9 +103,11 @@ POSITIVE = ("cls_lr", "rw_lr", "seg_lr", "rw_beta", "crf_alpha", "seed_alpha", "
 
 def _check_config(cfg, device: str) -> None:
     """Every setting in its range before anything runs: a bad value is one line, never a number."""
-    from .stages.expand import EXPANSIONS
+    from .stages.expand import EXPANSIONS, RW_METHODS
     if cfg.expansion not in EXPANSIONS:
         raise UserError(f"--set expansion={cfg.expansion}: use one of {', '.join(EXPANSIONS)}")
+    if cfg.rw_method not in RW_METHODS:
+        raise UserError(f"--set rw_method={cfg.rw_method}: use one of {', '.join(RW_METHODS)}")
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {device}: use cpu or cuda")
     if device == "cuda":

@@ -93,6 +93,8 @@ class CamConfig:
     rw_conf_bg: float = 0.05            # IRN conf_bg_thres 0.05 (C2AM Table 3: 0.10)
     rw_beta: float = 10.0               # IRN beta 10 (CONTA appendix: 8 or 10)
     rw_exp_times: int = 8               # IRN exp_times 8: t = 2^8 = 256 iterations
+    rw_method: str = "sparse"           # sparse: 2^k sparse products (fast, O(hw·r²) memory) | dense: IRN's
+    #                                   k squarings of the dense (hw × hw) matrix (its exact arithmetic)
     rw_radius: int = 5                  # IRN: radius 5 at inference (CONTA appendix: 5 / 10)
     rw_bg_threshold: float = 0.25       # IRN sem_seg_bg_thres 0.25 (C2AM Table 3: 0.21)
     rw_epochs: int = 3                  # IRN irn_num_epoches 3 on VOC train_aug

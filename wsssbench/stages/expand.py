@@ -9,6 +9,7 @@ a constant background plane ``rw_bg_threshold`` is put first, argmax.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,18 @@ def train_affinity(ctx, samples, conf_dir: Path, workdir: Path, progress=None):
     return net
 
 
+#: how the walk x·T^(2^k) is computed: "sparse" multiplies x by the sparse T 2^k times (O(hw·r²)
+#: memory, seconds per VOC image on a CPU); "dense" squares the dense (hw × hw) T k times, IRN's exact
+#: arithmetic (``torch.matmul(trans_mat, trans_mat)`` in make_sem_seg_labels.py; O((hw)²) memory)
+RW_METHODS = ("sparse", "dense")
+
+
+#: how the walk x·T^(2^k) is computed: "sparse" multiplies x by the sparse T 2^k times (O(hw·r²)
+#: memory, seconds per VOC-sized image on a CPU); "dense" squares the dense (hw × hw) T k times, IRN's
+#: arithmetic (``to_transition_matrix`` in misc/indexing.py; O((hw)²) memory, minutes per VOC image)
+RW_METHODS = ("sparse", "dense")
+
+
 def transition_matrix(edge: torch.Tensor, radius: int, beta: float, exp_times: int) -> torch.Tensor:
     """Dense ``T^(2^exp_times)``, ``T = A^β`` column-normalised (IRN indexing.to_transition_matrix)."""
     from ..models import affinity_matrix
@@ -128,6 +141,36 @@ def transition_matrix(edge: torch.Tensor, radius: int, beta: float, exp_times: i
     for _ in range(exp_times):
         trans = trans @ trans
     return trans
+
+
+def sparse_transition_matrix(edge: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
+    """``T = A^β`` column-normalised as :func:`transition_matrix`, kept sparse: (hw, hw) COO in float64
+    (the walk multiplies by T 256 times: float32 entries, 2e-6 off, drift 4e-4 of the walked max)."""
+    from ..models import affinity_matrix
+    aff = affinity_matrix(edge, radius)
+    idx, vals = aff.indices(), aff.values().double().pow(beta)
+    colsum = torch.zeros(aff.shape[1], dtype=vals.dtype, device=vals.device).index_add_(0, idx[1], vals)
+    return torch.sparse_coo_tensor(idx, vals / colsum[idx[1]], aff.shape, is_coalesced=True, check_invariants=False)
+
+
+def random_walk(x: torch.Tensor, edge: torch.Tensor, radius: int, beta: float, exp_times: int,
+                method: str = "sparse") -> torch.Tensor:
+    """``x · T^(2^exp_times)`` for ``x`` (k, hw): the class maps walked over the boundary map ``edge``.
+
+    "dense" is IRN's arithmetic (``exp_times`` squarings of the dense matrix, then one product);
+    "sparse" the same walk as 2^exp_times products of x with the sparse T, never forming T's powers,
+    in float64: closer to the exact walk than IRN's float32 squarings (benchmarks/bench_random_walk.py).
+    """
+    if method == "dense":
+        return x @ transition_matrix(edge, radius, beta, exp_times)
+    # x · T = (Tᵀ · xᵀ)ᵀ: one sparse-dense product per step, Tᵀ in CSR for fast row access
+    with warnings.catch_warnings():      # torch calls its CSR support "beta" on every conversion
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        trans_t = sparse_transition_matrix(edge, radius, beta).t().coalesce().to_sparse_csr()
+    y = x.t().double().contiguous()
+    for _ in range(2 ** exp_times):
+        y = trans_t @ y
+    return y.t().to(x.dtype)
 
 
 @torch.no_grad()
@@ -142,7 +185,8 @@ def random_walk_mask(ctx, net, image: np.ndarray, cams: np.ndarray, keys: np.nda
     hs, ws = edge.shape
     small = F.interpolate(torch.from_numpy(cams)[None].to(ctx.device), size=(hs, ws), mode="bilinear",
                           align_corners=False)[0] * (1 - edge)
-    walked = (small.reshape(len(keys), -1) @ transition_matrix(edge, cfg.rw_radius, cfg.rw_beta, cfg.rw_exp_times))
+    walked = random_walk(small.reshape(len(keys), -1), edge, cfg.rw_radius, cfg.rw_beta, cfg.rw_exp_times,
+                         cfg.rw_method)
     walked = F.interpolate(walked.view(1, len(keys), hs, ws), size=(h, w), mode="bilinear", align_corners=False)[0]
     walked = walked / walked.max()
     planes = torch.cat([torch.full((1, h, w), cfg.rw_bg_threshold, device=walked.device), walked])
