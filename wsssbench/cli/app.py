@@ -35,6 +35,9 @@ data_app = typer.Typer(cls=_Group, no_args_is_help=True,
                        help="Datasets: generate the synthetic benchmark, inspect layouts, export ground truth.")
 leaderboard_app = typer.Typer(cls=_Group, no_args_is_help=True,
                               help="Reported and reproduced numbers: consistency checks and regression guards.")
+cache_app = typer.Typer(cls=_Group, no_args_is_help=True,
+                        help="The stage cache of a runs folder: list its stages, remove interrupted runs' leftovers.")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.add_typer(leaderboard_app, name="leaderboard")
+app.add_typer(cache_app, name="cache")

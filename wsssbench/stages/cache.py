@@ -9,6 +9,7 @@ building (and deleting) the same stage at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -67,13 +68,17 @@ def cached(root: Path, name: str, key: dict[str, Any], build: Callable[[Path], N
 
 
 @contextlib.contextmanager
-def _stage_lock(final: Path):
-    """An exclusive ``flock`` on ``.<stage>.lock`` beside the stage (released by the OS if the holder dies)."""
+def _stage_lock(final: Path, wait: bool = True):
+    """An exclusive ``flock`` on ``.<stage>.lock`` beside the stage (released by the OS if the holder dies).
+    Yields True once held; with ``wait=False`` yields False at once when another process holds it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.with_name(f".{final.name}.lock"), "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             print(f"waiting: stage {final.name} is being built by PID {holder} (another run on this folder)",
@@ -84,6 +89,68 @@ def _stage_lock(final: Path):
         fh.write(str(os.getpid()))
         fh.flush()
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------- inspection
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One stage folder of a cache: ``state`` is done, building (a live run holds its lock) or orphaned
+    (an interrupted run's temporary, or a folder without ``DONE``)."""
+
+    name: str
+    path: Path
+    state: str
+    bytes: int
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _held(lock: Path) -> bool:
+    """Whether a live process holds the stage lock ``lock`` (the test takes and drops it at once)."""
+    if not lock.is_file():
+        return False
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def entries(root: Path) -> list[Entry]:
+    """Every stage folder under ``root`` (a run's ``--out``/cache), sorted by name."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.iterdir()) if root.is_dir() else ():
+        if not path.is_dir():
+            continue
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            name = path.name[1:-len(".tmp")]
+            state = "building" if _held(path.with_name(f".{name}.lock")) else "orphaned"
+        else:
+            name, state = path.name, "done" if is_done(path) else "orphaned"
+        out.append(Entry(name, path, state, _size(path)))
+    return out
+
+
+def clean(root: Path) -> list[Entry]:
+    """Remove the orphaned folders under ``root``; the removed entries. Each removal happens under the
+    stage's lock, so a run starting that stage meanwhile is not hit. The lock files stay (a few bytes
+    each): one unlinked while another run has it open would let two runs build one stage."""
+    removed = []
+    for entry in entries(root):
+        if entry.state != "orphaned":
+            continue
+        with _stage_lock(Path(root) / entry.name, wait=False) as got:
+            if got and entry.path.exists():
+                shutil.rmtree(entry.path)
+                removed.append(entry)
+    return removed
