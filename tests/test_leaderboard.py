@@ -179,12 +179,24 @@ def test_runs_render_mean_std_and_delta(tmp_path):
     assert result.exit_code == 0, result.output
     rows = {(r["Method"], r["Baseline"]): r for r in csv.DictReader(io.StringIO(result.output))}
     seam = rows[("SEAM* [57]", "SEAM* [57]")]
-    assert seam["CAM (ours)"] == "51.0 ± 1.4 (n=2)" and seam["Δ CAM"] == "-4.1"
+    assert seam["CAM (ours)"] == "51.0 ± 1.4 (n=2)" and seam["Δ CAM"] == "-4.1 †"     # 55.1 in 51.0 ± 12.7
     assert rows[("+ CONTA", "SEAM* [57]")]["CAM (ours)"] == "57.0"           # the rounds=2 run is not this row
     assert rows[("+ CONTA", "SEAM* [57]")]["Δ CAM"] == "+0.8"
     assert rows[("SEC [23]", "SEC [23]")]["CAM (ours)"] == ""
     md = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "md").output
     assert "synthetic/tiny" in md and "seed_miou=irn" in md and "random" in md
+
+
+def test_a_delta_the_seeds_resolve_is_not_marked(tmp_path):
+    for seed, value in enumerate((50.0, 50.1, 49.9)):          # 95% t interval 50.0 ± 0.25, printed 55.1
+        _record("seam", seed, {"seed_miou": value}).write(tmp_path / f"seam{seed}.json")
+    result = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "csv")
+    seam = {(r["Method"], r["Baseline"]): r for r in csv.DictReader(io.StringIO(result.output))}[("SEAM* [57]", "SEAM* [57]")]
+    assert seam["Δ CAM"] == "-5.1"
+    out = json.loads(_invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "json").output)
+    cell = next(r for r in out["rows"] if r["key"] == "SEAM* [57] / SEAM* [57]")["cells"]["CAM"]["reproduced"]
+    assert cell["delta_resolved"] is True and cell["n"] == 3
+    assert not any("†" in note for note in out["notes"])
 
 
 def test_runs_without_provenance_are_rejected(tmp_path):

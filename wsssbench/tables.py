@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import statistics
 from dataclasses import dataclass, field, replace
@@ -371,6 +372,20 @@ def grid(table: Table, reproduced: Reproduced | None = None,
     return header, body, aligns
 
 
+UNRESOLVED = "†"
+
+
+def unresolved(cell: Cell | None, summary: tuple[float, float, int] | None) -> bool:
+    """Whether the printed number lies inside the 95% t interval of ours over seeds (n ≥ 2): Δ is then
+    not resolved from zero by the seeds run."""
+    if summary is None or cell is None or cell.number is None or summary[2] < 2:
+        return False
+    from .compare import t_quantile
+    mean, std, n = summary
+    half = t_quantile(0.975, n - 1) * std / math.sqrt(n)
+    return mean - half <= cell.number <= mean + half
+
+
 def _ours(cell: Cell | None, summary: tuple[float, float, int] | None) -> list[str]:
     if summary is None:
         return ["", ""]
@@ -378,7 +393,7 @@ def _ours(cell: Cell | None, summary: tuple[float, float, int] | None) -> list[s
     places = decimals(cell.value) if cell is not None and cell.number is not None else 1
     ours = f"{mean:.{places}f}" + (f" ± {std:.{places}f} (n={n})" if n > 1 else "")
     delta = f"{mean - cell.number:+.{places}f}" if cell is not None and cell.number is not None else ""
-    return [ours, delta]
+    return [ours, delta + (f" {UNRESOLVED}" if unresolved(cell, summary) else "")]
 
 
 def footnotes(table: Table, reproduced: Reproduced | None) -> list[str]:
@@ -391,6 +406,10 @@ def footnotes(table: Table, reproduced: Reproduced | None) -> list[str]:
         else:
             notes.append(f"ours: mean ± std over seeds, on {', '.join(reproduced.datasets)}; protocols: "
                          + ", ".join(f"{m}={'/'.join(p)}" for m, p in reproduced.protocols.items()))
+            if any(unresolved(table.cell(spec.key, col), reproduced.summary(spec.key, metric))
+                   for spec in table.rows for col, metric in table.metrics.items()):
+                notes.append(f"{UNRESOLVED}: the printed number lies inside the 95% t interval of ours over seeds "
+                             "(Δ not resolved by these seeds).")
             if reproduced.random_init:
                 notes.append("some runs used randomly initialised backbones: not comparable to the paper.")
     return notes
@@ -491,9 +510,12 @@ def _render_json(table, header, body, aligns, notes, reproduced):
             if reproduced is not None and col in table.metrics:
                 s = reproduced.summary(spec.key, table.metrics[col])
                 if s is not None:
-                    entry["cells"][col]["reproduced"] = {"metric": table.metrics[col], "mean": s[0], "std": s[1],
-                                                         "n": s[2], "delta": s[0] - cell.number
-                                                         if cell.number is not None else None}
+                    numeric = cell.number is not None
+                    entry["cells"][col]["reproduced"] = {
+                        "metric": table.metrics[col], "mean": s[0], "std": s[1], "n": s[2],
+                        "delta": s[0] - cell.number if numeric else None,
+                        # the printed number outside the 95% t interval of ours (None: fewer than 2 seeds)
+                        "delta_resolved": not unresolved(cell, s) if numeric and s[2] > 1 else None}
         rows.append(entry)
     obj = {"id": table.id, "paper": table.paper, "caption": table.caption, "datasets": list(table.datasets),
            "numbers": table.numbers, "source": table.source, "source_lines": list(table.source_lines),
