@@ -171,10 +171,10 @@ def _record(method, seed, metrics, dataset="synthetic", **config):
 
 
 def test_runs_render_mean_std_and_delta(tmp_path):
-    _record("seam", 0, {"seed_miou": 50.0, "pseudo_miou": 60.0}).write(tmp_path / "a" / "seam0.json")
-    _record("seam", 1, {"seed_miou": 52.0, "pseudo_miou": 61.0}).write(tmp_path / "a" / "seam1.json")
-    _record("conta", 0, {"seed_miou": 57.0}, base="seam", rounds=3).write(tmp_path / "conta3.json")
-    _record("conta", 0, {"seed_miou": 1.0}, base="seam", rounds=2).write(tmp_path / "conta2.json")
+    _record("seam", 0, {"seed_miou": 50.0, "pseudo_miou": 60.0}, "voc").write(tmp_path / "a" / "seam0.json")
+    _record("seam", 1, {"seed_miou": 52.0, "pseudo_miou": 61.0}, "voc").write(tmp_path / "a" / "seam1.json")
+    _record("conta", 0, {"seed_miou": 57.0}, "voc", base="seam", rounds=3).write(tmp_path / "conta3.json")
+    _record("conta", 0, {"seed_miou": 1.0}, "voc", base="seam", rounds=2).write(tmp_path / "conta2.json")
     result = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = {(r["Method"], r["Baseline"]): r for r in csv.DictReader(io.StringIO(result.output))}
@@ -184,18 +184,33 @@ def test_runs_render_mean_std_and_delta(tmp_path):
     assert rows[("+ CONTA", "SEAM* [57]")]["Δ CAM"] == "+0.8"
     assert rows[("SEC [23]", "SEC [23]")]["CAM (ours)"] == ""
     md = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "md").output
-    assert "synthetic/tiny" in md and "seed_miou=irn" in md and "random" in md
+    assert "on voc;" in md and "seed_miou=irn" in md and "random" in md and "†: the printed number" in md
+
+
+def test_runs_on_another_dataset_show_no_delta(tmp_path):
+    """A synthetic run beside the paper's VOC number: its value in the ours column, no Δ, a note saying why."""
+    _record("seam", 0, {"seed_miou": 50.0}).write(tmp_path / "seam0.json")
+    result = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert "CAM (ours)" in rows[0] and not any(k.startswith("Δ") for k in rows[0])
+    assert {(r["Method"], r["Baseline"]): r for r in rows}[("SEAM* [57]", "SEAM* [57]")]["CAM (ours)"] == "50.0"
+    md = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "md").output
+    assert "no Δ: ours ran on synthetic/tiny, the paper's numbers on" in md
+    out = json.loads(_invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "json").output)
+    cell = next(r for r in out["rows"] if r["key"] == "SEAM* [57] / SEAM* [57]")["cells"]["CAM"]["reproduced"]
+    assert cell["mean"] == 50.0 and cell["delta"] is None and out["reproduced"]["comparable"] is False
 
 
 def test_a_delta_the_seeds_resolve_is_not_marked(tmp_path):
     for seed, value in enumerate((50.0, 50.1, 49.9)):          # 95% t interval 50.0 ± 0.25, printed 55.1
-        _record("seam", seed, {"seed_miou": value}).write(tmp_path / f"seam{seed}.json")
+        _record("seam", seed, {"seed_miou": value}, "voc").write(tmp_path / f"seam{seed}.json")
     result = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "csv")
     seam = {(r["Method"], r["Baseline"]): r for r in csv.DictReader(io.StringIO(result.output))}[("SEAM* [57]", "SEAM* [57]")]
     assert seam["Δ CAM"] == "-5.1"
     out = json.loads(_invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "json").output)
     cell = next(r for r in out["rows"] if r["key"] == "SEAM* [57] / SEAM* [57]")["cells"]["CAM"]["reproduced"]
-    assert cell["delta_resolved"] is True and cell["n"] == 3
+    assert cell["delta_resolved"] is True and cell["n"] == 3 and out["reproduced"]["comparable"] is True
     assert not any("†" in note for note in out["notes"])
 
 

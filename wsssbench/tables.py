@@ -294,6 +294,11 @@ class Reproduced:
     datasets: list[str]                        # distinct "dataset[/preset]" of the records used
     random_init: bool                          # some record had no pretrained weights
 
+    def comparable(self, table: "Table") -> bool:
+        """Whether every record behind these values ran on the table's own dataset: only then is a Δ to
+        the printed number a measurement (a synthetic run beside a VOC number is not)."""
+        return bool(self.datasets) and all(table.on_paper_dataset(d.split("/")[0]) for d in self.datasets)
+
     def summary(self, row: str, metric: str) -> tuple[float, float, int] | None:
         vals = self.values.get((row, metric))
         if not vals:
@@ -347,6 +352,7 @@ def grid(table: Table, reproduced: Reproduced | None = None,
     shows a printed superscript such as Table 2's gains; without it a cell is its bare value."""
     header = [table.row_header or "Method"]
     aligns = ["l"]
+    with_delta = reproduced is not None and reproduced.comparable(table)
     if table.grouped:
         header.append(table.group_header or "Group")
         aligns.append("l")
@@ -355,8 +361,11 @@ def grid(table: Table, reproduced: Reproduced | None = None,
         numeric = any(c.number is not None for (_, name), c in table.cells.items() if name == col)
         aligns.append("r" if numeric else "l")
         if reproduced is not None and col in table.metrics:
-            header += [f"{col} (ours)", f"Δ {col}"]
-            aligns += ["r", "r"]
+            header.append(f"{col} (ours)")
+            aligns.append("r")
+            if with_delta:
+                header.append(f"Δ {col}")
+                aligns.append("r")
     body = []
     for spec in table.rows:
         line = [spec.label] + ([spec.group] if table.grouped else [])
@@ -367,7 +376,7 @@ def grid(table: Table, reproduced: Reproduced | None = None,
                 text = superscript.format(value=cell.value, delta=cell.delta)
             line.append(text)
             if reproduced is not None and col in table.metrics:
-                line += _ours(cell, reproduced.summary(spec.key, table.metrics[col]))
+                line += _ours(cell, reproduced.summary(spec.key, table.metrics[col]))[:2 if with_delta else 1]
         body.append(line)
     return header, body, aligns
 
@@ -406,7 +415,10 @@ def footnotes(table: Table, reproduced: Reproduced | None) -> list[str]:
         else:
             notes.append(f"ours: mean ± std over seeds, on {', '.join(reproduced.datasets)}; protocols: "
                          + ", ".join(f"{m}={'/'.join(p)}" for m, p in reproduced.protocols.items()))
-            if any(unresolved(table.cell(spec.key, col), reproduced.summary(spec.key, metric))
+            if not reproduced.comparable(table):
+                notes.append(f"no Δ: ours ran on {', '.join(reproduced.datasets)}, the paper's numbers on "
+                             f"{', '.join(table.datasets)}; a difference between the two measures nothing.")
+            elif any(unresolved(table.cell(spec.key, col), reproduced.summary(spec.key, metric))
                    for spec in table.rows for col, metric in table.metrics.items()):
                 notes.append(f"{UNRESOLVED}: the printed number lies inside the 95% t interval of ours over seeds "
                              "(Δ not resolved by these seeds).")
@@ -510,7 +522,7 @@ def _render_json(table, header, body, aligns, notes, reproduced):
             if reproduced is not None and col in table.metrics:
                 s = reproduced.summary(spec.key, table.metrics[col])
                 if s is not None:
-                    numeric = cell.number is not None
+                    numeric = cell.number is not None and reproduced.comparable(table)
                     entry["cells"][col]["reproduced"] = {
                         "metric": table.metrics[col], "mean": s[0], "std": s[1], "n": s[2],
                         "delta": s[0] - cell.number if numeric else None,
@@ -522,7 +534,7 @@ def _render_json(table, header, body, aligns, notes, reproduced):
            "header": header, "rows": rows, "notes": notes}
     if reproduced is not None:
         obj["reproduced"] = {"datasets": reproduced.datasets, "protocols": reproduced.protocols,
-                             "random_init": reproduced.random_init}
+                             "random_init": reproduced.random_init, "comparable": reproduced.comparable(table)}
     return dumps(obj) + "\n"
 
 
