@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -137,9 +138,26 @@ def test_every_table_renders_in_every_format(table_id, fmt):
 def test_csv_is_header_then_one_row_per_table_row():
     table = TABLES["conta:2"]
     rows = list(csv.reader(io.StringIO(render(table, "csv"))))
-    assert rows[0] == ["Method", "Baseline", "Backbone", "CAM", "Pseudo-Mask", "Seg. Mask"]
+    assert rows[0] == ["Method", "Baseline", "Backbone", "CAM", "Pseudo-Mask", "Seg. Mask", "best"]
     assert len(rows) == 1 + len(table.rows)
-    assert rows[2] == ["+ CONTA", "SEC [23]", "VGG-16", "47.9", "55.7", "53.2"]
+    assert rows[2] == ["+ CONTA", "SEC [23]", "VGG-16", "47.9", "55.7", "53.2", ""]
+
+
+def test_bold_where_the_paper_prints_bold():
+    """cicam:3's "TwoC + ConPool" rows are bold in the paper (flag ``best``): bold in every format that has it,
+    the values unchanged and a ``best`` column in CSV."""
+    table = TABLES["cicam:3"]
+    md = render(table, "md")
+    assert "| **75.56** | **92.03** | **58.39** | **70.54** | **75.68** |" in md and "| 74.43 |" in md
+    assert r"\textbf{75.56} & \textbf{92.03}" in render(table, "latex")
+    rows = {r["Dataset"]: r for r in csv.DictReader(io.StringIO(render(table, "csv")))}
+    best = rows["CUB-200-2011 test set: TwoC + ConPool"]
+    assert best["Top-1 Cls(%)"] == "75.56" and best["best"].split(";")[0] == "Top-1 Cls(%)"
+    assert rows["CUB-200-2011 test set: TwoC"]["best"] == ""
+    from rich.console import Console
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(render(table, "rich"))
+    assert re.search(r"\x1b\[1m +75\.56", console.export_text(styles=True))
 
 
 def test_superscripts_and_latex():

@@ -345,11 +345,12 @@ def reproduce(table: Table, records: list[dict], by_row: dict[str, list[dict]] |
 
 
 def grid(table: Table, reproduced: Reproduced | None = None,
-         superscript: str | None = None) -> tuple[list[str], list[list[str]], list[str]]:
+         superscript: str | None = None) -> tuple[list[str], list[list[str]], list[str], set[tuple[int, int]]]:
     """Header, rows as strings, and each column's alignment ("l" text, "r" numbers): row label first,
     then the group (when the table has groups), the printed columns, and with ``reproduced`` an
     "ours" and a "Δ" column after each metric column. ``superscript`` (e.g. ``"{value} ({delta})"``)
-    shows a printed superscript such as Table 2's gains; without it a cell is its bare value."""
+    shows a printed superscript such as Table 2's gains; without it a cell is its bare value. The last
+    item holds the (row, column) positions of the cells the paper prints in bold (flag ``best``)."""
     header = [table.row_header or "Method"]
     aligns = ["l"]
     with_delta = reproduced is not None and reproduced.comparable(table)
@@ -366,7 +367,7 @@ def grid(table: Table, reproduced: Reproduced | None = None,
             if with_delta:
                 header.append(f"Δ {col}")
                 aligns.append("r")
-    body = []
+    body, bold = [], set()
     for spec in table.rows:
         line = [spec.label] + ([spec.group] if table.grouped else [])
         for col in table.columns:
@@ -374,11 +375,13 @@ def grid(table: Table, reproduced: Reproduced | None = None,
             text = cell.value if cell else ""
             if cell is not None and cell.delta and superscript:
                 text = superscript.format(value=cell.value, delta=cell.delta)
+            if cell is not None and "best" in cell.flags:
+                bold.add((len(body), len(line)))
             line.append(text)
             if reproduced is not None and col in table.metrics:
                 line += _ours(cell, reproduced.summary(spec.key, table.metrics[col]))[:2 if with_delta else 1]
         body.append(line)
-    return header, body, aligns
+    return header, body, aligns, bold
 
 
 UNRESOLVED = "†"
@@ -431,12 +434,12 @@ def render(table: Table, fmt: str = "md", reproduced: Reproduced | None = None) 
     """The table in ``fmt`` (a string; for ``rich``, a renderable)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    header, body, aligns = grid(table, reproduced, _SUPERSCRIPT[fmt])
+    header, body, aligns, bold = grid(table, reproduced, _SUPERSCRIPT[fmt])
     notes = footnotes(table, reproduced)
-    return _RENDERERS[fmt](table, header, body, aligns, notes, reproduced)
+    return _RENDERERS[fmt](table, header, body, aligns, bold, notes, reproduced)
 
 
-def _render_rich(table, header, body, aligns, notes, reproduced):
+def _render_rich(table, header, body, aligns, bold, notes, reproduced):
     from rich.table import Table as RichTable
     from rich.text import Text
 
@@ -444,12 +447,16 @@ def _render_rich(table, header, body, aligns, notes, reproduced):
         return Text("\n".join([f"{table.id} ({table.paper})", table.caption, *notes]))
     out = RichTable(title=f"{table.id} ({table.paper})", caption="\n".join([table.caption, *notes]),
                     caption_justify="left")
-    for name, align in zip(header, aligns):
-        out.add_column(name, justify="right" if align == "r" else "left", no_wrap=align == "r")
+    for j, (name, align) in enumerate(zip(header, aligns)):
+        # wrap, never truncate: a text column keeps room for its longest word (up to 12), so it is never
+        # squeezed to nothing beside the numbers; the rest wraps in a narrow terminal
+        words = [w for line in body for w in line[j].split()] + name.split()
+        out.add_column(name, justify="right" if align == "r" else "left", overflow="fold",
+                       min_width=None if align == "r" else min(max(map(len, words), default=1), 12))
     for i, line in enumerate(body):
-        shown = list(line)
+        shown = [Text(v, style="bold" if (i, j) in bold else "") for j, v in enumerate(line)]
         if table.grouped and i and body[i - 1][1] == line[1]:
-            shown[1] = ""        # print a group's name once, as the paper does
+            shown[1] = Text("")        # print a group's name once, as the paper does
         last_of_group = table.grouped and (i + 1 == len(body) or body[i + 1][1] != line[1])
         out.add_row(*shown, end_section=last_of_group)
     return out
@@ -459,20 +466,23 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _render_md(table, header, body, aligns, notes, reproduced):
+def _render_md(table, header, body, aligns, bold, notes, reproduced):
     lines = [f"**{table.id}** ({table.paper}): {_md_escape(table.caption)}", ""]
     lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
     lines.append("|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|")
-    lines += ["| " + " | ".join(_md_escape(v) for v in line) + " |" for line in body]
+    lines += ["| " + " | ".join(f"**{_md_escape(v)}**" if (i, j) in bold else _md_escape(v)
+                                for j, v in enumerate(line)) + " |" for i, line in enumerate(body)]
     lines += [""] + [f"*{_md_escape(n)}*" for n in notes] if notes else []
     return "\n".join(lines) + "\n"
 
 
-def _render_csv(table, header, body, aligns, notes, reproduced):
+def _render_csv(table, header, body, aligns, bold, notes, reproduced):
+    """Values unchanged; a last ``best`` column names the row's columns the paper prints in bold."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(body)
+    writer.writerow([*header, "best"])
+    writer.writerows([*line, ";".join(header[j] for j in range(len(line)) if (i, j) in bold)]
+                     for i, line in enumerate(body))
     return buf.getvalue()
 
 
@@ -493,21 +503,22 @@ def latex_escape(text: str) -> str:
                    else "".join(_LATEX_SPECIAL.get(ch, ch) for ch in p) for p in parts)
 
 
-def _render_latex(table, header, body, aligns, notes, reproduced):
+def _render_latex(table, header, body, aligns, bold, notes, reproduced):
     spec = "".join(aligns)
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
     for i, line in enumerate(body):
         if table.grouped and i and body[i - 1][1] != line[1]:
             lines.append(r"\midrule")
-        lines.append(" & ".join(latex_escape(v) for v in line) + r" \\")
+        lines.append(" & ".join(rf"\textbf{{{latex_escape(v)}}}" if (i, j) in bold else latex_escape(v)
+                                for j, v in enumerate(line)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}",
               rf"\caption{{{latex_escape(' '.join([table.caption, *notes]))}}}",
               rf"\label{{tab:{table.id.replace(':', '-')}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def _render_json(table, header, body, aligns, notes, reproduced):
+def _render_json(table, header, body, aligns, bold, notes, reproduced):
     rows = []
     for spec, line in zip(table.rows, body):
         entry: dict[str, Any] = {"label": spec.label, "group": spec.group, "key": spec.key,
