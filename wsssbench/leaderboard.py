@@ -1,6 +1,8 @@
 """Reported numbers: checking them against each other, and verifying reproduced ones.
 
-The reported numbers are data (``leaderboards/reported/<paper>.csv``, one row per printed cell). The
+The reported numbers are data (``leaderboards/reported/<paper>.csv``, one row per printed cell; the
+numbers each paper states in its text, ``<paper>_text.csv``, join them as cells of the tables
+``conta:text``, ``A:text``, …, so that a rule can hold a claim against a table). The
 consistency checks are data too (``leaderboards/checks.yaml``): each rule says which cells must agree,
 within a paper or across papers. A disagreement passes only when ``leaderboards/disagreements.yaml``
 lists it (same rule, same cells, same printed values) with an explanation; an entry that no longer
@@ -9,12 +11,13 @@ matches anything is stale and fails too, so that file stays reviewed.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import UserError
-from .reported import Cell, board_dir, decimals, load_reported, load_yaml, parse_number
+from .reported import (Cell, ProseCell, board_dir, decimals, load_prose, load_reported, load_yaml,
+                       parse_number, parse_ref)
 from .tables import load_tables
 
 
@@ -30,16 +33,20 @@ class Finding:
     cells: tuple[Cell, ...]
     message: str
     explanation: str | None = None     # from disagreements.yaml; None = unexplained
+    said: tuple[tuple[str, str, int], ...] = ()   # (paper, text file, line) of each sentence making the claim
 
     @property
     def signature(self) -> frozenset[tuple[str, str]]:
         return frozenset((c.ref, c.value) for c in self.cells)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, sources: dict[str, str] | None = None) -> dict[str, Any]:
+        """``sources``: table id → the paper text file it was printed in (each cell's ``source``)."""
+        sources = sources or {}
         return {"check": self.check, "message": self.message, "explained": self.explanation is not None,
                 "explanation": self.explanation,
                 "cells": [{"ref": c.ref, "value": c.value, "source_line": c.source_line,
-                           "paper": c.paper} for c in self.cells]}
+                           "paper": c.paper, "source": sources.get(c.table)} for c in self.cells],
+                "said": [{"paper": p, "source": f, "line": n} for p, f, n in self.said]}
 
 
 @dataclass
@@ -50,6 +57,8 @@ class CheckReport:
     stale: list[str]              # disagreements.yaml entries matching no finding
     records: list[str] = field(default_factory=list)              # committed run records without provenance
     verified: list["Verification"] = field(default_factory=list)  # committed records vs reported, by tolerance
+    sources: dict[str, str] = field(default_factory=dict)         # table id -> paper text file
+    prose: dict[str, int] = field(default_factory=dict)           # text table id -> numbers transcribed
 
     @property
     def unexplained(self) -> list[Finding]:
@@ -61,8 +70,9 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checks_run": self.checks_run, "skipped": self.skipped,
-                "findings": [f.to_dict() for f in self.findings], "stale": self.stale,
-                "records": self.records, "verified": [{**asdict(v), "ok": v.ok} for v in self.verified]}
+                "findings": [f.to_dict(self.sources) for f in self.findings], "stale": self.stale,
+                "records": self.records, "verified": [{**asdict(v), "ok": v.ok} for v in self.verified],
+                "prose": self.prose}
 
 
 def agrees(a: Cell, b: Cell) -> bool:
@@ -86,6 +96,7 @@ class _Index:
     def __init__(self, cells: Iterable[Cell]):
         self.cells = {(c.table, c.row_key, c.column): c for c in cells}
         self.tables = {c.table for c in self.cells.values()}
+        self.prose: dict[str, list[ProseCell]] = {}       # text table id -> its numbers
 
     def get(self, table: str, row: str, column: str, rule: str) -> Cell:
         try:
@@ -94,6 +105,13 @@ class _Index:
             rows = sorted({k[1] for k in self.cells if k[0] == table})
             raise UserError(f"checks.yaml rule {rule!r}: no cell {table} | {row} | {column}; "
                             f"rows of {table}: {rows}") from None
+
+    def ref(self, ref: str, rule: str) -> Cell:
+        return self.get(*parse_ref(ref, f"checks.yaml rule {rule!r}"), rule)
+
+    def column(self, table: str, column: str) -> list[Cell]:
+        """Every numeric cell of one column of a table, in row order."""
+        return [c for (t, _, col), c in self.cells.items() if t == table and col == column and c.number is not None]
 
 
 def _check_equal(rule: dict, index: _Index) -> list[Finding]:
@@ -135,13 +153,134 @@ def _check_superscripts(rule: dict, index: _Index) -> list[Finding]:
     return out
 
 
-_KINDS = {"equal": _check_equal, "superscripts": _check_superscripts}
+# --- claims: a number or a sentence of a paper's text held against the tables it is about
+
+
+def _claims(rule: dict, index: _Index, n: int) -> list[tuple[Cell, ...]]:
+    """The prose cell(s) stating a rule's claim, one tuple per checked column: ``claim`` is one ref (the
+    same for every column) or a list with one ref per column; none when the rule names no claim."""
+    claim = rule[_kind(rule)].get("claim")
+    if not claim:
+        return [()] * n
+    refs = claim if isinstance(claim, list) else [claim] * n
+    return [(index.ref(r, rule["id"]),) for r in refs]
+
+
+def _side_cells(side: dict, columns: list[str], index: _Index, rule: str) -> list[Cell]:
+    return [index.get(side["table"], side["row"], c, rule) for c in side.get("columns", columns)]
+
+
+def _close(actual: float, stated: Cell) -> bool:
+    """A stated number agrees with a computed one when they round alike at the stated precision."""
+    return abs(actual - stated.number) <= 0.5 * 10 ** -decimals(stated.value.lstrip("+-")) + 1e-9
+
+
+def _check_restated(rule: dict, index: _Index) -> list[Finding]:
+    """``restated``: each number of a text table that restates a table cell (kind result or figure value,
+    with ``refers_to``) prints the same value as that cell."""
+    out = []
+    for prose in index.prose.get(rule["restated"], []):
+        if prose.kind not in ("result", "figure value") or not prose.refers_to:
+            continue
+        said, cell = index.ref(prose.ref, rule["id"]), index.ref(prose.refers_to, rule["id"])
+        if not agrees(said, cell):
+            out.append(Finding(rule["id"], (said, cell),
+                               f"the text says {said.value} (line {said.source_line}), {cell.ref} prints {cell.value}"))
+    return out
+
+
+def _check_delta(rule: dict, index: _Index) -> list[Finding]:
+    """``delta``: a stated difference equals the mean of ``pairs`` (each ``[minuend, subtrahend]`` refs) at
+    the stated precision: one pair for "improves by x", several for "x on average"."""
+    spec = rule["delta"]
+    claim = index.ref(spec["claim"], rule["id"])
+    pairs = [(index.ref(a, rule["id"]), index.ref(b, rule["id"])) for a, b in spec["pairs"]]
+    if claim.number is None or any(a.number is None or b.number is None for a, b in pairs):
+        return [Finding(rule["id"], (claim, *[c for p in pairs for c in p]), f"{claim.ref}: not all numbers")]
+    actual = statistics.fmean(a.number - b.number for a, b in pairs)
+    if _close(actual, claim):
+        return []
+    terms = "; ".join(f"{a.value} - {b.value}" for a, b in pairs)
+    what = "mean of " if len(pairs) > 1 else ""
+    return [Finding(rule["id"], (claim, *[c for p in pairs for c in p]),
+                    f"the text states {claim.value} (line {claim.source_line}), the tables give {what}{terms} "
+                    f"= {actual:+.2f}")]
+
+
+def _among(spec: dict, subject: Cell, column: str, index: _Index, rule: str) -> list[Cell]:
+    """The competitors of one subject cell: every other numeric cell of its table's column (``among: all``)
+    or the ``among`` sides' cells of that column."""
+    among = spec["among"]
+    if among == "all":
+        return [c for c in index.column(subject.table, subject.column) if c is not subject]
+    position = spec["cell"]["columns"].index(column)
+    return [c for c in (_side_cells(s, spec["cell"]["columns"], index, rule)[position] for s in among)
+            if c.number is not None]
+
+
+def _check_rank(rule: dict, index: _Index) -> list[Finding]:
+    """``rank``: the cell is the ``place``-th highest (1 = best, 2 = second best) among its competitors, in
+    each of its columns; ties count in its favour."""
+    spec = rule["rank"]
+    columns = spec["cell"]["columns"]
+    subjects = _side_cells(spec["cell"], columns, index, rule["id"])
+    out = []
+    for claim, column, subject in zip(_claims(rule, index, len(columns)), columns, subjects):
+        rivals = sorted(_among(spec, subject, column, index, rule["id"]), key=lambda c: -c.number)
+        above = [c for c in rivals if c.number > subject.number]
+        place = len(above) + 1
+        if place != spec["place"]:
+            shown = tuple(above) or tuple(rivals[:1])
+            out.append(Finding(rule["id"], (*claim, subject, *shown),
+                               f"{subject.ref} = {subject.value} is said to rank {spec['place']} and ranks {place}: "
+                               + ", ".join(f"{c.ref} = {c.value}" for c in shown)))
+    return out
+
+
+def _check_outperforms(rule: dict, index: _Index) -> list[Finding]:
+    """``outperforms``: every ``by`` side prints a strictly higher number than every ``over`` side, column
+    by column (``columns`` of the first ``by`` side, unless a side names its own)."""
+    spec = rule["outperforms"]
+    columns = spec["by"][0]["columns"]
+    claims = _claims(rule, index, len(columns))
+    out = []
+    for winner in spec["by"]:
+        for loser in spec["over"]:
+            pairs = zip(_side_cells(winner, columns, index, rule["id"]), _side_cells(loser, columns, index, rule["id"]))
+            for claim, (w, l) in zip(claims, pairs):
+                if w.number is None or l.number is None or w.number <= l.number:
+                    out.append(Finding(rule["id"], (*claim, w, l),
+                                       f"{w.ref} = {w.value} is said to outperform {l.ref} = {l.value}"))
+    return out
+
+
+_KINDS = {"equal": _check_equal, "superscripts": _check_superscripts, "restated": _check_restated,
+          "delta": _check_delta, "rank": _check_rank, "outperforms": _check_outperforms}
+
+
+def _kind(rule: dict) -> str:
+    return next(k for k in _KINDS if k in rule)
 
 
 def _tables_of(rule: dict) -> set[str]:
-    if "equal" in rule:
-        return {s["table"] for s in rule["equal"]}
-    return {rule["superscripts"]}
+    """Every table a rule reads, its text table (``text``) included: a rule naming one that is not
+    transcribed is skipped."""
+    return _spec_tables(rule) | ({rule["text"]["table"]} if rule.get("text") else set())
+
+
+def _spec_tables(rule: dict) -> set[str]:
+    kind = _kind(rule)
+    spec = rule[kind]
+    if kind == "equal":
+        return {s["table"] for s in spec}
+    if kind in ("superscripts", "restated"):
+        return {spec}
+    refs = [spec["claim"]] if isinstance(spec.get("claim"), str) else list(spec.get("claim") or [])
+    if kind == "delta":
+        refs += [r for pair in spec["pairs"] for r in pair]
+    sides = [spec["cell"], *(spec["among"] if isinstance(spec.get("among"), list) else [])] if kind == "rank" \
+        else [*spec.get("by", []), *spec.get("over", [])]
+    return {r.split(" | ")[0].strip() for r in refs} | {s["table"] for s in sides}
 
 
 def _validate_rule(rule: Any, path: Path) -> None:
@@ -150,17 +289,61 @@ def _validate_rule(rule: Any, path: Path) -> None:
     kinds = [k for k in _KINDS if k in rule]
     if len(kinds) != 1:
         raise UserError(f"{path}: rule {rule['id']!r} needs exactly one of {sorted(_KINDS)}")
-    if "equal" in rule:
-        sides = rule["equal"]
-        if (not isinstance(sides, list) or len(sides) < 2 or "columns" not in sides[0]
-                or any(len(s.get("columns", sides[0]["columns"])) != len(sides[0]["columns"]) for s in sides)):
-            raise UserError(f"{path}: rule {rule['id']!r}: 'equal' needs two or more sides "
-                            "{table, row, columns}, the first naming the columns, all the same length")
+    problem = _RULE_SHAPES[kinds[0]](rule[kinds[0]])
+    text = rule.get("text")
+    if text is not None and not (isinstance(text, dict) and isinstance(text.get("table"), str)
+                                 and isinstance(text.get("lines"), list)
+                                 and all(isinstance(n, int) for n in text["lines"])):
+        problem = "'text' needs {table: <paper>:text, lines: [line numbers]}"
+    if problem:
+        raise UserError(f"{path}: rule {rule['id']!r}: {problem}")
 
 
-def run_checks(cells: list[Cell], rules: list[dict], disagreements: list[dict]) -> CheckReport:
-    """Apply every rule to the cells, then explain what disagrees from the reviewed list."""
-    index = _Index(cells)
+def _sides_ok(sides: Any) -> bool:
+    return (isinstance(sides, list) and bool(sides) and all(isinstance(s, dict) and {"table", "row"} <= set(s)
+                                                             for s in sides) and "columns" in sides[0]
+            and all(len(s.get("columns", sides[0]["columns"])) == len(sides[0]["columns"]) for s in sides))
+
+
+def _shape_equal(spec: Any) -> str:
+    return "" if _sides_ok(spec) and len(spec) >= 2 else (
+        "'equal' needs two or more sides {table, row, columns}, the first naming the columns, all the same length")
+
+
+def _shape_delta(spec: Any) -> str:
+    ok = (isinstance(spec, dict) and isinstance(spec.get("claim"), str) and isinstance(spec.get("pairs"), list)
+          and spec["pairs"] and all(isinstance(p, list) and len(p) == 2 for p in spec["pairs"]))
+    return "" if ok else "'delta' needs a claim (ref) and pairs: a list of [minuend ref, subtrahend ref]"
+
+
+def _shape_rank(spec: Any) -> str:
+    ok = (isinstance(spec, dict) and isinstance(spec.get("place"), int) and spec["place"] >= 1
+          and _sides_ok([spec.get("cell")]) and (spec.get("among") == "all" or _sides_ok(
+              [{**s, "columns": s.get("columns", spec["cell"]["columns"])} for s in spec.get("among") or []])))
+    return "" if ok else "'rank' needs place (1 = best), cell {table, row, columns} and among ('all' or sides)"
+
+
+def _shape_outperforms(spec: Any) -> str:
+    ok = isinstance(spec, dict) and _sides_ok(spec.get("by")) and isinstance(spec.get("over"), list) and \
+        _sides_ok([{**s, "columns": s.get("columns", spec["by"][0]["columns"])} for s in spec["over"]])
+    return "" if ok else "'outperforms' needs by and over: sides {table, row, columns}, the first naming the columns"
+
+
+_RULE_SHAPES = {"equal": _shape_equal, "superscripts": lambda s: "" if isinstance(s, str) else "needs a table id",
+                "restated": lambda s: "" if isinstance(s, str) and s.endswith(":text") else "needs a text table id",
+                "delta": _shape_delta, "rank": _shape_rank, "outperforms": _shape_outperforms}
+
+
+def run_checks(cells: list[Cell], rules: list[dict], disagreements: list[dict],
+               prose: list[ProseCell] = ()) -> CheckReport:
+    """Apply every rule to the cells (and the numbers stated in the text), then explain what disagrees
+    from the reviewed list."""
+    index = _Index([*cells, *(p.as_cell() for p in prose)])
+    for p in prose:
+        index.prose.setdefault(p.table, []).append(p)
+        if p.refers_to and parse_ref(p.refers_to) not in index.cells:
+            raise UserError(f"{p.table} row {p.row!r} (line {p.source_line}): refers_to {p.refers_to!r} names no "
+                            "transcribed table cell")
     findings: list[Finding] = []
     run, skipped = [], []
     for rule in rules:
@@ -169,8 +352,8 @@ def run_checks(cells: list[Cell], rules: list[dict], disagreements: list[dict]) 
             skipped.append(f"{rule['id']}: table(s) {', '.join(absent)} not transcribed")
             continue
         run.append(rule["id"])
-        kind = next(k for k in _KINDS if k in rule)
-        findings.extend(_KINDS[kind](rule, index))
+        said = _said(rule, index)
+        findings.extend(replace(f, said=_claim_lines(f, said, index)) for f in _KINDS[_kind(rule)](rule, index))
     explained = []
     used: set[int] = set()
     for finding in findings:
@@ -182,12 +365,29 @@ def run_checks(cells: list[Cell], rules: list[dict], disagreements: list[dict]) 
         else:
             used.add(match)
             d = disagreements[match]
-            explained.append(Finding(finding.check, finding.cells, finding.message,
-                                     f"{d['cause']}: {d['explanation']}"))
+            explained.append(replace(finding, explanation=f"{d['cause']}: {d['explanation']}"))
     stale = [f"disagreements.yaml entry {i + 1} ({d['check']}): matches no current disagreement; "
              "remove it or update its cells and values"
              for i, d in enumerate(disagreements) if i not in used and not _rule_skipped(d, skipped)]
     return CheckReport(run, skipped, explained, stale)
+
+
+def _said(rule: dict, index: _Index) -> list[tuple[str, str, int]]:
+    """The sentences a rule's ``text: {table, lines}`` names: a claim in words ("outperforms CONTA") has
+    no number to be a prose cell, but it has a line."""
+    text = rule.get("text")
+    if not text:
+        return []
+    prose = index.prose.get(text["table"])
+    if not prose:
+        raise UserError(f"checks.yaml rule {rule['id']!r}: text table {text['table']!r} has no numbers transcribed")
+    return [(prose[0].paper, prose[0].source, int(n)) for n in text.get("lines", [])]
+
+
+def _claim_lines(finding: Finding, said: list[tuple[str, str, int]], index: _Index) -> tuple[tuple[str, str, int], ...]:
+    """Where the text makes the claim: the rule's ``text`` lines and the lines of its prose cells."""
+    prose = [(c.paper, index.prose[c.table][0].source, c.source_line) for c in finding.cells if c.table in index.prose]
+    return tuple(dict.fromkeys([*said, *prose]))
 
 
 def _rule_skipped(entry: dict, skipped: list[str]) -> bool:
@@ -227,12 +427,23 @@ def load_disagreements(root: str | Path | None = None) -> list[dict]:
 def check(root: str | Path | None = None) -> CheckReport:
     """The whole ``wsssbench leaderboard check``: the reported numbers, then committed run records."""
     base = board_dir(root)
-    report = run_checks(load_reported(base), load_rules(base), load_disagreements(base))
+    prose = load_prose(base)
+    report = run_checks(load_reported(base), load_rules(base), load_disagreements(base), prose)
+    report.prose = {t: sum(p.table == t for p in prose) for t in dict.fromkeys(p.table for p in prose)}
+    report.sources = {**{p.table: p.source for p in prose}, **_table_sources(base, prose)}
     records, report.records = validate_reproduced(base / "reproduced")
     if records:
         for table in load_tables(base).values():
             report.verified += verify_results(table, records)
     return report
+
+
+def _table_sources(root: Path, prose: list[ProseCell]) -> dict[str, str]:
+    """Each table's paper text file: its ``source`` in ``*_tables.yaml``, else its paper's text file."""
+    by_paper = {}
+    for p in prose:
+        by_paper.setdefault(p.paper, p.source)
+    return {t.id: t.source or by_paper.get(t.paper, "") for t in load_tables(root).values()}
 
 
 def validate_reproduced(directory: str | Path) -> tuple[list[dict], list[str]]:

@@ -20,7 +20,7 @@ from typing import Any
 from .errors import UserError
 from .io import dumps
 from .records import SEG_METRICS, WSOL_METRICS
-from .reported import Cell, board_dir, decimals, load_reported, load_yaml, reported_dir
+from .reported import Cell, board_dir, decimals, load_prose, load_reported, load_yaml, reported_dir
 
 FORMATS = ("rich", "md", "csv", "latex", "json")
 # How each format shows a printed superscript (CONTA Table 2's gains); csv and json keep the bare value
@@ -276,9 +276,39 @@ def _row_spec(key: str, cells: list[Cell], recipes: dict) -> RowSpec:
 
 def get_table(table_id: str, root: str | Path | None = None) -> Table:
     tables = load_tables(root)
+    if table_id not in tables and table_id.endswith(":text"):
+        tables.update(load_text_tables(root))
     if table_id not in tables:
-        raise UserError(f"unknown table {table_id!r}; known: {', '.join(tables)} (see `wsssbench table --list`)")
+        known = [*tables, *(load_text_tables(root) if not table_id.endswith(":text") else ())]
+        raise UserError(f"unknown table {table_id!r}; known: {', '.join(known)} (see `wsssbench table --list`)")
     return tables[table_id]
+
+
+TEXT_COLUMNS = ("Line", "Kind", "Value", "Unit", "Refers to", "Says")
+
+
+def load_text_tables(root: str | Path | None = None) -> dict[str, Table]:
+    """The numbers each paper states in its text (``reported/<paper>_text.csv``) as one table per paper
+    text (``conta:text``, ``A:text``, …): a row per number, in the paper's line order."""
+    by_table: dict[str, list] = {}
+    for p in load_prose(root):
+        by_table.setdefault(p.table, []).append(p)
+    tables = {}
+    for tid, prose in by_table.items():
+        prose = sorted(prose, key=lambda p: p.source_line)      # stable: file order within a line
+        cells = {}
+        for p in prose:
+            base = p.as_cell()
+            for col, value in zip(TEXT_COLUMNS, (str(p.source_line), p.kind, p.value, p.unit, p.refers_to, p.says)):
+                cells[(p.row, col)] = replace(base, column=col, value=value, note=p.note)
+        lines = [p.source_line for p in prose]
+        tables[tid] = Table(
+            id=tid, paper=prose[0].paper, caption=f"Numbers stated in the text of {prose[0].source} (outside its "
+            "tables): results, deltas, dataset sizes, figure values and context, each with its line and the "
+            "table cell it refers to.", datasets=(), columns=TEXT_COLUMNS,
+            rows=tuple(RowSpec(key=p.row, label=p.row, no_recipe="a number stated in the text") for p in prose),
+            cells=cells, row_header="Statement", source=prose[0].source, source_lines=(min(lines), max(lines)))
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------

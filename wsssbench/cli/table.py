@@ -11,7 +11,7 @@ import typer
 from .. import records as run_records
 from ..errors import UserError
 from ..io import dumps
-from ..tables import FORMATS, Reproduced, Table, get_table, load_tables, render, reproduce
+from ..tables import FORMATS, Reproduced, Table, get_table, load_tables, load_text_tables, render, reproduce
 from .app import app
 from .options import parse_seeds
 from .run import parse_sets
@@ -113,7 +113,7 @@ def _emit(rendered) -> None:
 
 
 def _list(fmt: str) -> None:
-    tables = load_tables()
+    tables = {**load_tables(), **load_text_tables()}
     if fmt == "json":
         sys.stdout.write(dumps([{"id": t.id, "paper": t.paper, "caption": t.caption, "numbers": t.numbers,
                                  "rows": len(t.rows)} for t in tables.values()]) + "\n")
