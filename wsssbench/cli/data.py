@@ -41,8 +41,10 @@ def _dataset(name: str, root: Optional[Path], options: list[str]):
 
 @data_app.command("synth")
 def synth(
-    out: Path = typer.Option(..., "--out", help="Folder to write; gets seg/ (VOC layout) and loc/ (CUB layout)."),
-    preset: str = typer.Option("tiny", help="tiny (CPU default), voc-shape (VOC 2012 sizes), cub-shape (CUB sizes)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write; gets seg/ (VOC layout) and loc/ (CUB layout), "
+                             "or coco/ (MS-COCO 2014 layout: read it with --dataset coco --root OUT)."),
+    preset: str = typer.Option("tiny", help="tiny (CPU default), voc-shape (VOC 2012 sizes), cub-shape (CUB sizes), "
+                               "coco-shape (COCO 2014 sizes, 80 classes), coco-tiny (its CPU sibling, 20 classes)."),
     seed: int = typer.Option(0, help="Random seed; same preset + seed + confounding give byte-identical files."),
     confounding: Optional[float] = typer.Option(
         None, help="P(a class's context is tied to it), 0 = independent, 1 = always; default: the preset's."),

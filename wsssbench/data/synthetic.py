@@ -1,15 +1,18 @@
-"""The synthetic confounded benchmark: generated once, then read through the VOC and CUB readers.
+"""The synthetic confounded benchmark: generated once, then read through the VOC, CUB and COCO readers.
 
 ``get_dataset("synthetic", preset="tiny", seed=0, confounding=None)`` generates (if needed) and reads
 the VOC-layout segmentation benchmark; ``get_dataset("synthetic-loc", ...)`` its CUB-layout
-localization twin (one labelled object per image). The scene design is in :mod:`.synthetic_scene` and
-``docs/datasets.md``. A generated folder is::
+localization twin (one labelled object per image). The COCO-shaped presets (``coco-shape``,
+``coco-tiny``) are written by ``wsssbench data synth`` in MS-COCO 2014's layout, read by the ``coco``
+reader itself. The scene design is in :mod:`.synthetic_scene` and ``docs/datasets.md``. A generated
+folder is::
 
     <preset>-seed<S>-c<P>/
       seg/   JPEGImages/ SegmentationClass/ SegmentationClassAug/ ContextMap/ ImageSets/Segmentation/
              cls_labels.npy synthetic.json
       loc/   images/ images.txt classes.txt image_class_labels.txt train_test_split.txt
              bounding_boxes.txt contexts/ synthetic.json
+      coco/  train2014/ val2014/ annotations/instances_{train,val}2014.json synthetic.json
 
 Each layout is written into a temporary sibling folder and renamed into place when complete, so a
 folder that exists is whole. Every image has its own random stream ``(seed, layout, index)``, so the
@@ -18,6 +21,7 @@ files do not depend on how many processes wrote them: same preset + seed + confo
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -27,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import cv2
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from ..errors import UserError
 from . import DATASETS
@@ -42,6 +48,11 @@ MANIFEST = "synthetic.json"
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0, "optimize": False}   # 4:4:4 keeps thin stripes intact
 PARALLEL_MIN_IMAGES = 2000   # below this, starting worker processes costs more than it saves
 ID_PREFIX = 9000       # ids "9000_000123": IRN's int-coded ids (9000000123) round-trip, no clash with VOC's years
+STREAMS = {"seg": 0, "loc": 1, "coco": 2}    # the layout's entry in each image's random stream
+#: MS-COCO's 80 category ids (1..90 with gaps); a preset of K classes takes K of them, evenly spread.
+COCO_CATEGORY_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
+                     *range(72, 83), *range(84, 91))
+CROWD_SHARE = 0.01     # COCO 2014: about 1 % of instance annotations are iscrowd (uncompressed RLE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,8 @@ class Preset:
     seg: tuple[int, int, int] | None          # (train_aug, train ⊂ train_aug, val) image counts
     loc: tuple[int, int] | None               # (train, test) image counts
     confounding: float                        # default P(context tied to its class)
+    coco: tuple[int, int] | None = None       # (train2014, val2014) image counts
+    polygon_tolerance: float = 0.0            # coco: how far (px) a polygon may stray from the pixels; 0 = exact
 
     def resolve_confounding(self, confounding: float | None) -> float:
         """``confounding`` as a float, or this preset's default when it is None."""
@@ -67,12 +80,17 @@ class Preset:
             parts.append(f"seg train_aug/train/val {self.seg[0]}/{self.seg[1]}/{self.seg[2]}")
         if self.loc:
             parts.append(f"loc train/test {self.loc[0]}/{self.loc[1]}")
+        if self.coco:
+            parts.append(f"coco train2014/val2014 {self.coco[0]}/{self.coco[1]}")
         return ", ".join(parts)
 
 
 # VOC 2012 image shapes (most are 500 wide, 333–375 high, some portrait), for the full-size presets.
 _VOC_SIZES = ((375, 500), (333, 500), (500, 375), (500, 333), (281, 500))
 _VOC_WEIGHTS = (0.45, 0.25, 0.15, 0.1, 0.05)
+# COCO 2014 image shapes (mostly 640 on the long side, landscape 4:3 and 3:2, some portrait and square).
+_COCO_SIZES = ((480, 640), (427, 640), (640, 480), (640, 427), (612, 612), (375, 500))
+_COCO_WEIGHTS = (0.4, 0.25, 0.15, 0.1, 0.05, 0.05)
 
 PRESETS = {p.name: p for p in (
     # CPU default: the whole CAM → seeds → random walk → DeepLab pipeline runs in minutes on 2 cores.
@@ -84,6 +102,16 @@ PRESETS = {p.name: p for p in (
     # CUB-200-2011 split sizes (5,994 train / 5,794 test), 200 fine-grained classes, one object per image.
     Preset("cub-shape", num_classes=200, sizes=_VOC_SIZES, size_weights=_VOC_WEIGHTS, objects=(1.0,),
            scale=(0.18, 0.32), seg=None, loc=(5994, 5794), confounding=0.8),
+    # MS-COCO 2014 (82,783 train2014 / 40,504 val2014), 80 classes, COCO shapes, ~3 classes per image
+    # (COCO: 2.9), small objects; written in COCO's own layout, polygons and RLE. Polygons simplified to
+    # 0.75 px keep the train json near COCO's size (exact ones would make it ~2 GB).
+    Preset("coco-shape", num_classes=80, sizes=_COCO_SIZES, size_weights=_COCO_WEIGHTS,
+           objects=(0.4, 0.3, 0.15, 0.08, 0.04, 0.03), scale=(0.05, 0.22), seg=None, loc=None,
+           confounding=0.8, coco=(82783, 40504), polygon_tolerance=0.75),
+    # Its CPU sibling: COCO's shapes at 1/8 scale, 2:1 train/val like COCO, several classes per image.
+    Preset("coco-tiny", num_classes=20, sizes=((60, 80), (53, 80), (80, 60)), size_weights=(0.5, 0.3, 0.2),
+           objects=(0.3, 0.3, 0.25, 0.15), scale=(0.14, 0.26), seg=None, loc=None, confounding=0.8,
+           coco=(1200, 600)),
 )}
 
 
@@ -95,6 +123,11 @@ def get_preset(name: str) -> Preset:
 
 def folder_name(preset: str, seed: int, confounding: float) -> str:
     return f"{preset}-seed{seed}-c{confounding:g}"
+
+
+def coco_category_ids(k: int) -> tuple[int, ...]:
+    """The COCO category ids of classes 1..k: k of COCO's 80, evenly spread (so sparse, with gaps)."""
+    return tuple(COCO_CATEGORY_IDS[j * len(COCO_CATEGORY_IDS) // k] for j in range(k))
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -112,13 +145,17 @@ class _Job:
         self.preset, self.seed, self.confounding, self.layout, self.out = preset, seed, confounding, layout, out
         self.classes = make_classes(preset.num_classes)
         k = preset.num_classes
-        mean_objects = sum((n + 1) * w for n, w in enumerate(preset.objects)) if layout == "seg" else 1.0
+        mean_objects = sum((n + 1) * w for n, w in enumerate(preset.objects)) if layout != "loc" else 1.0
         self.base_rate = mean_objects / k          # context frequency = class frequency (see synthetic_scene)
         self.palette = voc_palette()
+        self.category_ids = coco_category_ids(k) if layout == "coco" else ()
 
-    def scene(self, i: int, primaries: list[int] | None = None):
+    def rng(self, i: int) -> np.random.Generator:
+        """Image ``i``'s own random stream: the files do not depend on which process renders which image."""
+        return np.random.default_rng([self.seed, STREAMS[self.layout], i])
+
+    def scene(self, rng: np.random.Generator, primaries: list[int] | None = None):
         p = self.preset
-        rng = np.random.default_rng([self.seed, 0 if self.layout == "seg" else 1, i])
         h, w = p.sizes[rng.choice(len(p.sizes), p=p.size_weights)]
         if primaries is None:
             n = 1 + rng.choice(len(p.objects), p=p.objects)
@@ -128,24 +165,78 @@ class _Job:
     def __call__(self, job: tuple) -> dict:
         if self.layout == "seg":
             i, id_, with_class_png = job
-            s = self.scene(i)
+            s = self.scene(self.rng(i))
             (self.out / "JPEGImages" / f"{id_}.jpg").write_bytes(_jpeg(s.image))
             (self.out / "SegmentationClassAug" / f"{id_}.png").write_bytes(mask_png(s.mask))
             if with_class_png:
                 (self.out / "SegmentationClass" / f"{id_}.png").write_bytes(mask_png(s.mask, self.palette))
             (self.out / "ContextMap" / f"{id_}.png").write_bytes(mask_png(s.context))
             labels = sorted(s.boxes)
+        elif self.layout == "coco":
+            return self._coco_image(*job)
         else:
             i, rel, cls = job
-            s = self.scene(i, primaries=[cls])
+            s = self.scene(self.rng(i), primaries=[cls])
             (self.out / "images" / rel).write_bytes(_jpeg(s.image))
             (self.out / "contexts" / rel).with_suffix(".png").write_bytes(mask_png(s.context))
             labels = [cls]
         return {"labels": labels, "primaries": s.primaries, "contexts": s.contexts,
                 "box": s.boxes.get(labels[0]) if labels else None}
 
+    def _coco_image(self, i: int, folder: str, image_id: int) -> dict:
+        rng = self.rng(i)
+        s = self.scene(rng)
+        name = f"COCO_{folder}_{image_id:012d}.jpg"
+        (self.out / folder / name).write_bytes(_jpeg(s.image))
+        h, w = s.mask.shape
+        anns = [_coco_annotation(visible, self.category_ids[c - 1], rng.random() < CROWD_SHARE,
+                                 self.preset.polygon_tolerance)
+                for c, visible in s.instances]              # drawing order: later ones in front, as recam paints
+        return {"labels": sorted(s.boxes), "primaries": s.primaries, "contexts": s.contexts,
+                "image": {"id": image_id, "file_name": name, "height": h, "width": w}, "annotations": anns}
 
-def _run_jobs(job: _Job, items: list[tuple], label: str, progress: bool) -> list[dict]:
+
+def _coco_annotation(visible: np.ndarray, category_id: int, crowd: bool, tolerance: float) -> dict:
+    """One instance as COCO writes it: polygons where they draw it exactly, else compressed RLE; a crowd as
+    uncompressed RLE. Area and box are those of the pixels (what the reader decodes)."""
+    rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
+    if crowd:
+        segmentation = _uncompressed_rle(visible)
+    else:
+        segmentation = _polygons(visible, tolerance) or {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    return {"segmentation": segmentation, "area": int(mask_utils.area(rle)), "iscrowd": int(crowd),
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "category_id": category_id}
+
+
+def _polygons(visible: np.ndarray, tolerance: float) -> list[list[float]] | None:
+    """The outlines of ``visible`` as COCO polygons, or None when polygons cannot draw it (a hole, or a
+    piece that simplification shrinks below 3 vertices).
+
+    Contours are traced on the mask upscaled 2× and mapped back by ``(u + 0.5) / 2``: each outline runs a
+    quarter pixel inside the boundary of the pixel squares, so COCO's rasteriser, which fills the pixels
+    whose centre lies inside, gives back exactly these pixels. ``tolerance`` > 0 simplifies the outlines
+    (Douglas–Peucker, in pixels): smaller files, pixels off along the boundary."""
+    big = np.repeat(np.repeat(visible.astype(np.uint8), 2, axis=0), 2, axis=1)
+    contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if (hierarchy[0, :, 3] >= 0).any():
+        return None
+    if tolerance:
+        contours = [cv2.approxPolyDP(c, 2 * tolerance, True) for c in contours]
+    if any(len(c) < 3 for c in contours):
+        return None
+    return [((c.reshape(-1, 2) + 0.5) / 2).ravel().tolist() for c in contours]
+
+
+def _uncompressed_rle(visible: np.ndarray) -> dict:
+    """COCO's crowd encoding: column-major run lengths, the first run of zeros (possibly empty)."""
+    flat = visible.ravel(order="F")
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
+    return {"counts": [0, *runs] if flat[0] else runs, "size": list(visible.shape)}
+
+
+def _run_jobs(job: _Job, items: list[tuple], label: str, progress: bool):
+    """Yields each item's result, in order, as it is done."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -159,20 +250,18 @@ def _run_jobs(job: _Job, items: list[tuple], label: str, progress: bool) -> list
     workers = min(2, os.cpu_count() or 1) if len(items) >= PARALLEL_MIN_IMAGES else 1
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    results = []
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(label, total=len(items))
         if workers == 1:
             for item in items:
-                results.append(job(item))
+                yield job(item)
                 bar.advance(task)
         else:
             ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
             with ctx.Pool(workers) as pool:
                 for res in pool.imap(job, items, chunksize=16):
-                    results.append(res)
+                    yield res
                     bar.advance(task)
-    return results
 
 
 def _context_stats(results: list[dict], k: int) -> dict:
@@ -202,8 +291,8 @@ def _write_seg(job: _Job, out: Path, progress: bool) -> None:
     class_png = set(splits["train"]) | set(splits["val"])
     for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "ContextMap", "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True)
-    results = _run_jobs(job, [(i, id_, id_ in class_png) for i, id_ in enumerate(ids)],
-                        f"synthetic {job.preset.name} seg", progress)
+    results = list(_run_jobs(job, [(i, id_, id_ in class_png) for i, id_ in enumerate(ids)],
+                             f"synthetic {job.preset.name} seg", progress))
     for split, members in splits.items():
         (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{m}\n" for m in members))
     k = job.preset.num_classes
@@ -231,7 +320,7 @@ def _write_loc(job: _Job, out: Path, progress: bool) -> None:
     for folder in folders:
         (out / "images" / folder).mkdir(parents=True)
         (out / "contexts" / folder).mkdir(parents=True)
-    results = _run_jobs(job, items, f"synthetic {job.preset.name} loc", progress)
+    results = list(_run_jobs(job, items, f"synthetic {job.preset.name} loc", progress))
 
     def table(rows):
         return "".join(f"{i + 1} {v}\n" for i, v in enumerate(rows))
@@ -247,9 +336,62 @@ def _write_loc(job: _Job, out: Path, progress: bool) -> None:
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def _write_coco(job: _Job, out: Path, progress: bool) -> None:
+    n_train, n_val = job.preset.coco
+    image_ids = _coco_image_ids(job.seed, n_train + n_val)
+    categories = [{"supercategory": c.shape, "id": cid, "name": c.name}
+                  for c, cid in zip(job.classes, job.category_ids)]
+    (out / "annotations").mkdir(parents=True)
+    ann_ids = itertools.count(1)                       # unique across both files, as COCO's are
+    results = []
+    for folder, span in (("train2014", range(n_train)), ("val2014", range(n_train, n_train + n_val))):
+        (out / folder).mkdir()
+        items = [(i, folder, image_ids[i]) for i in span]
+        results += _write_coco_split(job, out, folder, items, categories, ann_ids, progress)
+    manifest = _manifest(job, "coco", {"train": n_train, "val": n_val}, results)
+    manifest["category_ids"] = list(job.category_ids)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _coco_image_ids(seed: int, n: int) -> list[int]:
+    """Sparse image ids, unique across the two splits and not in rendering order, as COCO's are."""
+    return [int(v) + 1 for v in np.random.default_rng([seed, STREAMS["coco"]]).permutation(2 * n)[:n]]
+
+
+def _write_coco_split(job: _Job, out: Path, folder: str, items: list[tuple], categories: list[dict],
+                      ann_ids, progress: bool) -> list[dict]:
+    """Render one split and write its ``instances_<folder>.json``; returns the per-image manifest entries.
+
+    Annotations are spooled to a file as they come (coco-shape has ~10⁶), so memory holds the image
+    entries only."""
+    compact = {"separators": (",", ":")}
+    spool = out / f".{folder}.annotations"
+    images, results, sep = [], [], ""
+    with open(spool, "w") as f:
+        for res in _run_jobs(job, items, f"synthetic {job.preset.name} {folder}", progress):
+            images.append(res.pop("image"))
+            for ann in res.pop("annotations"):
+                ann.update(image_id=images[-1]["id"], id=next(ann_ids))
+                f.write(sep + json.dumps(ann, **compact))
+                sep = ","
+            results.append(res)
+    info = {"description": f"wsssbench synthetic {job.preset.name} seed {job.seed} confounding {job.confounding:g}",
+            "version": f"generator v{GENERATOR_VERSION}"}
+    head = json.dumps({"info": info, "images": images, "licenses": []}, **compact)
+    with open(out / "annotations" / f"instances_{folder}.json", "w") as f, open(spool) as annotations:
+        f.write(head[:-1] + ',"annotations":[')
+        shutil.copyfileobj(annotations, f)
+        f.write('],"categories":' + json.dumps(categories, **compact) + "}")
+    spool.unlink()
+    return results
+
+
+_WRITERS = {"seg": _write_seg, "loc": _write_loc, "coco": _write_coco}
+
+
 def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confounding: float | None = None,
-             layouts: tuple[str, ...] = ("seg", "loc"), progress: bool = False) -> Path:
-    """Generate the layouts of ``preset`` into ``out/seg`` and ``out/loc`` (those the preset has).
+             layouts: tuple[str, ...] = ("seg", "loc", "coco"), progress: bool = False) -> Path:
+    """Generate the layouts of ``preset`` into ``out/seg``, ``out/loc``, ``out/coco`` (those the preset has).
 
     A layout already there with the same options is kept; one with other options is a :class:`UserError`.
     """
@@ -261,8 +403,7 @@ def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confou
         raise UserError(f"seed must be a non-negative integer (got {seed})")
     out = Path(out)
     for layout in layouts:
-        counts = spec.seg if layout == "seg" else spec.loc
-        if counts is None:
+        if getattr(spec, layout) is None:
             continue
         final = out / layout
         if (final / MANIFEST).is_file():
@@ -276,7 +417,7 @@ def generate(out: str | os.PathLike, preset: str = "tiny", seed: int = 0, confou
         tmp.mkdir(parents=True)
         try:
             job = _Job(spec, int(seed), p, layout, tmp)
-            (_write_seg if layout == "seg" else _write_loc)(job, tmp, progress)
+            _WRITERS[layout](job, tmp, progress)
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -396,6 +537,9 @@ def _layout_folder(root, preset, seed, confounding, layout: str) -> tuple[Path, 
             m = _check_manifest(sibling, preset, seed, confounding)
             preset, seed, confounding = m["preset"], m["seed"], m["confounding"]
         name, gen_seed = _generation_options(preset, seed)
+        if get_preset(name).coco is not None:
+            raise UserError(f"synthetic preset {name!r} is written in MS-COCO's layout: generate it with "
+                            f"`wsssbench data synth --preset {name} --out DIR`, read it with --dataset coco --root DIR")
         if getattr(get_preset(name), layout) is None:
             raise UserError(f"synthetic preset {name!r} has no {'segmentation' if layout == 'seg' else 'localization'} "
                             f"layout; use {'synthetic-loc' if layout == 'seg' else 'synthetic'} or another preset")

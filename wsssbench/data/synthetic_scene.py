@@ -136,6 +136,7 @@ class Scene:
     primaries: list[int]     # classes placed as objects of the image (before occlusion)
     contexts: list[int]      # classes whose context was placed
     boxes: dict[int, tuple[int, int, int, int]]  # class -> (x0, y0, x1, y1) inclusive box of its visible pixels
+    instances: list[tuple[int, np.ndarray]]      # (class, visible pixels) per drawn object, back to front
 
 
 class _Canvas:
@@ -229,6 +230,7 @@ def render(classes: list[ClassSpec], rng: np.random.Generator, h: int, w: int, p
         canvas.context[region] = c
 
     # 2. Partner instances: touching the anchor, drawn before (behind) the primaries.
+    drawn: list[tuple[int, np.ndarray]] = []        # (class, pixels) of every object, in drawing order
     for c in contexts:
         spec = classes[c - 1]
         if spec.role != "partner":
@@ -239,12 +241,14 @@ def render(classes: list[ClassSpec], rng: np.random.Generator, h: int, w: int, p
         py, px = cy + 0.85 * (r + pr) * np.sin(a), cx + 0.85 * (r + pr) * np.cos(a)
         region = _draw_object(canvas, classes[spec.partner - 1], py, px, pr, rng.uniform(0, 2 * np.pi), rng)
         canvas.context[region] = c
+        drawn.append((spec.partner, region))
 
     # 3. The primaries, in order (a later one may occlude an earlier one).
     for c in primaries:
         cy, cx, r, angle = objects[c]
         region = _draw_object(canvas, classes[c - 1], cy, cx, r, angle, rng)
         canvas.context[region] = 0
+        drawn.append((c, region))
 
     boxes = {}
     for c in np.unique(canvas.mask):
@@ -252,7 +256,20 @@ def render(classes: list[ClassSpec], rng: np.random.Generator, h: int, w: int, p
             ys, xs = np.nonzero(canvas.mask == c)
             boxes[int(c)] = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
     return Scene(image=canvas.finish(), mask=canvas.mask, context=canvas.context, primaries=list(primaries),
-                 contexts=contexts, boxes=boxes)
+                 contexts=contexts, boxes=boxes, instances=_visible(drawn))
+
+
+def _visible(drawn: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+    """Each drawn object's pixels less those of the objects drawn after it; fully hidden ones dropped.
+
+    The parts are disjoint and the parts of class c together are exactly the mask's pixels of c."""
+    out, covered = [], None
+    for c, region in reversed(drawn):
+        part = region if covered is None else region & ~covered
+        covered = region if covered is None else covered | region
+        if part.any():
+            out.append((c, part))
+    return out[::-1]
 
 
 def _draw_object(canvas: _Canvas, spec: ClassSpec, cy: float, cx: float, r: float, angle: float,
