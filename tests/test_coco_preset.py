@@ -125,7 +125,8 @@ def test_decoded_masks_are_the_rendered_ones(coco_tiny):
 
 
 def test_simplified_polygons_stay_close(tmp_path, monkeypatch):
-    """coco-shape's polygon tolerance (0.75 px): the reader's masks agree with the render on > 98 % of object pixels."""
+    """coco-shape's polygon tolerance (0.75 px): the reader's masks agree with the render on > 98 % of the
+    object pixels, not all of them."""
     monkeypatch.setitem(PRESETS, "coco-micro", dataclasses.replace(MICRO, sizes=((240, 320),), size_weights=(1.0,),
                                                                     polygon_tolerance=0.75))
     monkeypatch.setattr(synthetic, "CROWD_SHARE", 0.0)
