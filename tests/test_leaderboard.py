@@ -138,9 +138,15 @@ def test_every_table_renders_in_every_format(table_id, fmt):
 def test_csv_is_header_then_one_row_per_table_row():
     table = TABLES["conta:2"]
     rows = list(csv.reader(io.StringIO(render(table, "csv"))))
-    assert rows[0] == ["Method", "Baseline", "Backbone", "CAM", "Pseudo-Mask", "Seg. Mask", "best"]
+    """The group first as the paper prints it (and on every row), values as printed, each printed
+    superscript in a column of its own, and the bold columns."""
+    assert rows[0] == ["Baseline", "Method", "Backbone", "CAM", "CAM superscript", "Pseudo-Mask",
+                       "Pseudo-Mask superscript", "Seg. Mask", "Seg. Mask superscript", "best"]
     assert len(rows) == 1 + len(table.rows)
-    assert rows[2] == ["+ CONTA", "SEC [23]", "VGG-16", "47.9", "55.7", "53.2", ""]
+    assert rows[2] == ["SEC [23]", "+ CONTA", "VGG-16", "47.9", "+1.4", "55.7", "+2.3", "53.2", "+2.5", ""]
+    assert rows[1][4] == "" and rows[1][0] == "SEC [23]"
+    md = render(table, "md").splitlines()
+    assert "| SEC [23] | SEC [23] | VGG-16 |" in md[4] and md[5].startswith("|  | + CONTA |")   # group once
 
 
 def test_bold_where_the_paper_prints_bold():

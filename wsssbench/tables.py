@@ -23,10 +23,11 @@ from .records import SEG_METRICS, WSOL_METRICS
 from .reported import Cell, board_dir, decimals, load_prose, load_reported, load_yaml, reported_dir
 
 FORMATS = ("rich", "md", "csv", "latex", "json")
+COLUMN = "column"       # csv: a printed superscript in a column of its own, the value left as printed
 # How each format shows a printed superscript (CONTA Table 2's gains); csv and json keep the bare value
 # (json carries the superscript as its own field).
 _SUPERSCRIPT = {"rich": "{value} ({delta})", "md": "{value}<sup>{delta}</sup>", "latex": "{value}$^{{{delta}}}$",
-                "csv": None, "json": None}
+                "csv": COLUMN, "json": None}
 
 
 @dataclass(frozen=True)
@@ -376,21 +377,27 @@ def reproduce(table: Table, records: list[dict], by_row: dict[str, list[dict]] |
 
 def grid(table: Table, reproduced: Reproduced | None = None,
          superscript: str | None = None) -> tuple[list[str], list[list[str]], list[str], set[tuple[int, int]]]:
-    """Header, rows as strings, and each column's alignment ("l" text, "r" numbers): row label first,
-    then the group (when the table has groups), the printed columns, and with ``reproduced`` an
-    "ours" and a "Δ" column after each metric column. ``superscript`` (e.g. ``"{value} ({delta})"``)
-    shows a printed superscript such as Table 2's gains; without it a cell is its bare value. The last
-    item holds the (row, column) positions of the cells the paper prints in bold (flag ``best``)."""
-    header = [table.row_header or "Method"]
-    aligns = ["l"]
-    with_delta = reproduced is not None and reproduced.comparable(table)
+    """Header, rows as strings, and each column's alignment ("l" text, "r" numbers): the group first
+    (when the table has groups, as the papers print Q1…/A1…), then the row label, the printed columns,
+    and with ``reproduced`` an "ours" and a "Δ" column after each metric column. ``superscript`` (e.g.
+    ``"{value} ({delta})"``) shows a printed superscript such as Table 2's gains; :data:`COLUMN` puts it
+    in a column of its own after its column; None drops it. The last item holds the (row, column)
+    positions of the cells the paper prints in bold (flag ``best``)."""
+    header, aligns = [], []
     if table.grouped:
         header.append(table.group_header or "Group")
         aligns.append("l")
+    header.append(table.row_header or "Method")
+    aligns.append("l")
+    with_delta = reproduced is not None and reproduced.comparable(table)
+    sup_columns = {col for (_, col), c in table.cells.items() if c.delta} if superscript == COLUMN else set()
     for col in table.columns:
         header.append(col)
         numeric = any(c.number is not None for (_, name), c in table.cells.items() if name == col)
         aligns.append("r" if numeric else "l")
+        if col in sup_columns:
+            header.append(f"{col} superscript")
+            aligns.append("r")
         if reproduced is not None and col in table.metrics:
             header.append(f"{col} (ours)")
             aligns.append("r")
@@ -399,15 +406,17 @@ def grid(table: Table, reproduced: Reproduced | None = None,
                 aligns.append("r")
     body, bold = [], set()
     for spec in table.rows:
-        line = [spec.label] + ([spec.group] if table.grouped else [])
+        line = ([spec.group] if table.grouped else []) + [spec.label]
         for col in table.columns:
             cell = table.cell(spec.key, col)
             text = cell.value if cell else ""
-            if cell is not None and cell.delta and superscript:
+            if cell is not None and cell.delta and superscript and superscript != COLUMN:
                 text = superscript.format(value=cell.value, delta=cell.delta)
             if cell is not None and "best" in cell.flags:
                 bold.add((len(body), len(line)))
             line.append(text)
+            if col in sup_columns:
+                line.append(cell.delta if cell is not None and cell.delta else "")
             if reproduced is not None and col in table.metrics:
                 line += _ours(cell, reproduced.summary(spec.key, table.metrics[col]))[:2 if with_delta else 1]
         body.append(line)
@@ -485,11 +494,16 @@ def _render_rich(table, header, body, aligns, bold, notes, reproduced):
                        min_width=None if align == "r" else min(max(map(len, words), default=1), 12))
     for i, line in enumerate(body):
         shown = [Text(v, style="bold" if (i, j) in bold else "") for j, v in enumerate(line)]
-        if table.grouped and i and body[i - 1][1] == line[1]:
-            shown[1] = Text("")        # print a group's name once, as the paper does
-        last_of_group = table.grouped and (i + 1 == len(body) or body[i + 1][1] != line[1])
+        if _repeats_group(table, body, i):
+            shown[0] = Text("")        # print a group's name once, as the paper does
+        last_of_group = table.grouped and (i + 1 == len(body) or body[i + 1][0] != line[0])
         out.add_row(*shown, end_section=last_of_group)
     return out
+
+
+def _repeats_group(table: Table, body: list[list[str]], i: int) -> bool:
+    """Whether row ``i`` continues the group of the row above (its group cell is then printed blank)."""
+    return table.grouped and i > 0 and body[i - 1][0] == body[i][0]
 
 
 def _md_escape(text: str) -> str:
@@ -500,8 +514,10 @@ def _render_md(table, header, body, aligns, bold, notes, reproduced):
     lines = [f"**{table.id}** ({table.paper}): {_md_escape(table.caption)}", ""]
     lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
     lines.append("|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|")
-    lines += ["| " + " | ".join(f"**{_md_escape(v)}**" if (i, j) in bold else _md_escape(v)
-                                for j, v in enumerate(line)) + " |" for i, line in enumerate(body)]
+    for i, line in enumerate(body):
+        shown = ["" if j == 0 and _repeats_group(table, body, i) else v for j, v in enumerate(line)]
+        lines.append("| " + " | ".join(f"**{_md_escape(v)}**" if (i, j) in bold else _md_escape(v)
+                                       for j, v in enumerate(shown)) + " |")
     lines += [""] + [f"*{_md_escape(n)}*" for n in notes] if notes else []
     return "\n".join(lines) + "\n"
 
@@ -538,10 +554,11 @@ def _render_latex(table, header, body, aligns, bold, notes, reproduced):
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
     for i, line in enumerate(body):
-        if table.grouped and i and body[i - 1][1] != line[1]:
+        if table.grouped and i and body[i - 1][0] != line[0]:
             lines.append(r"\midrule")
+        shown = ["" if j == 0 and _repeats_group(table, body, i) else v for j, v in enumerate(line)]
         lines.append(" & ".join(rf"\textbf{{{latex_escape(v)}}}" if (i, j) in bold else latex_escape(v)
-                                for j, v in enumerate(line)) + r" \\")
+                                for j, v in enumerate(shown)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}",
               rf"\caption{{{latex_escape(' '.join([table.caption, *notes]))}}}",
               rf"\label{{tab:{table.id.replace(':', '-')}}}", r"\end{table}"]
