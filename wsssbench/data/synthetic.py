@@ -197,13 +197,14 @@ class _Job:
 
 
 def _coco_annotation(visible: np.ndarray, category_id: int, crowd: bool, tolerance: float) -> dict:
-    """One instance as COCO writes it: polygons where they draw it exactly, else compressed RLE; a crowd as
-    uncompressed RLE. Area and box are those of the pixels (what the reader decodes)."""
+    """One instance as COCO writes it: polygons where they can draw it, else compressed RLE; a crowd as
+    uncompressed RLE. Area and box are those of the pixels."""
     rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
     if crowd:
         segmentation = _uncompressed_rle(visible)
     else:
-        segmentation = _polygons(visible, tolerance) or {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+        compressed = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+        segmentation = _polygons(visible, tolerance) or compressed
     return {"segmentation": segmentation, "area": int(mask_utils.area(rle)), "iscrowd": int(crowd),
             "bbox": [float(v) for v in mask_utils.toBbox(rle)], "category_id": category_id}
 
@@ -375,8 +376,8 @@ def _write_coco_split(job: _Job, out: Path, folder: str, items: list[tuple], cat
                 f.write(sep + json.dumps(ann, **compact))
                 sep = ","
             results.append(res)
-    info = {"description": f"wsssbench synthetic {job.preset.name} seed {job.seed} confounding {job.confounding:g}",
-            "version": f"generator v{GENERATOR_VERSION}"}
+    info = {"description": f"wsssbench synthetic {job.preset.name} seed {job.seed} "
+                           f"confounding {job.confounding:g}", "version": f"generator v{GENERATOR_VERSION}"}
     head = json.dumps({"info": info, "images": images, "licenses": []}, **compact)
     with open(out / "annotations" / f"instances_{folder}.json", "w") as f, open(spool) as annotations:
         f.write(head[:-1] + ',"annotations":[')
@@ -538,8 +539,8 @@ def _layout_folder(root, preset, seed, confounding, layout: str) -> tuple[Path, 
             preset, seed, confounding = m["preset"], m["seed"], m["confounding"]
         name, gen_seed = _generation_options(preset, seed)
         if get_preset(name).coco is not None:
-            raise UserError(f"synthetic preset {name!r} is written in MS-COCO's layout: generate it with "
-                            f"`wsssbench data synth --preset {name} --out DIR`, read it with --dataset coco --root DIR")
+            raise UserError(f"synthetic preset {name!r} is written in MS-COCO's layout: generate it with `wsssbench "
+                            f"data synth --preset {name} --out DIR`, read it with --dataset coco --root DIR")
         if getattr(get_preset(name), layout) is None:
             raise UserError(f"synthetic preset {name!r} has no {'segmentation' if layout == 'seg' else 'localization'} "
                             f"layout; use {'synthetic-loc' if layout == 'seg' else 'synthetic'} or another preset")
