@@ -42,7 +42,7 @@ from wsssbench.io import atomic_path, save_figure, write_json
 from wsssbench.methods_api import METHODS, CamConfig, Method
 
 #: the baselines CONTA deploys on (paper Sec. 4.1) and the issue that brings each that is not here yet
-BASES = {"irnet": None, "cam": None, "seam": "the SEAM issue, #18", "dsrg": "the SEC/DSRG issue, #20",
+BASES = {"irnet": None, "cam": None, "seam": None, "dsrg": "the SEC/DSRG issue, #20",
          "sec": "the SEC/DSRG issue, #20"}
 BLOCKS = {"2": (2,), "3": (3,), "4": (4,), "5": (5,), "dense": (2, 3, 4, 5)}
 MTS = ("adjusted", "seg_mask")
