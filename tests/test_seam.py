@@ -163,3 +163,11 @@ def test_end_to_end_on_squares(tmp_path, monkeypatch):
     assert {"seed_miou", "pseudo_miou", "seg_miou"} <= set(rec.metrics)
     assert all(0 <= rec.metrics[k] <= 100 for k in ("seed_miou", "pseudo_miou", "seg_miou"))
     assert rec.protocols["seed_miou"] == "seam"
+
+
+def test_conta_runs_on_seam(tmp_path, monkeypatch):
+    ds = SquaresDataset(tmp_path / "data")
+    monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
+    over = {**FAST, "cls_epochs": "1", "conta_size": "8", "base": "seam", "rounds": "1"}
+    rec = harness.run_method("conta", overrides=over, out=tmp_path / "runs")
+    assert [r["round"] for r in rec.rounds] == [0, 1]
