@@ -38,6 +38,7 @@ class SEAMConfig(CamConfig):
     seam_dropout: float = 0.5           # resnet38_SEAM.py dropout7 = Dropout2d(0.5) before fc8
     seam_frozen: bool = False           # resnet38_SEAM.py train(): True (BN frozen in eval mode, blocks 1-2
     #                                   frozen); for ImageNet weights, off for the CPU default's random init
+    cam_scales: tuple[float, ...] = (2.0, 3.0)   # infer_SEAM.py: (0.5, 1.0, 1.5, 2.0), each with its flip
     seed_alpha: float | None = 16.0     # infer_SEAM.py / CONTA A3.1: background (1 - max CAM)^16
     seed_protocol: str = "seam"         # SEAM evaluation.py: IoU over all classes
     rw_beta: float = 8.0                # PSA infer_aff.py beta 8 (CONTA A3.1 β = 8), for --set expansion=rw
