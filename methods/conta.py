@@ -30,6 +30,7 @@ initialisation, and how [X, M] enters a block whose next layer expects the block
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -61,26 +62,30 @@ class ContaConfig(CamConfig):
     conta_attention: str = "code"       # code: m_t.py's Linear layers | paper: Eq. 3 as printed
     conta_prior: str = "uniform"        # uniform: P(c_i) = 1/n (Sec. 3.2) | frequency: class image frequencies
     rounds: int = 3                     # Q2 / A2: round 3 is best for SEAM, IRNet and SEC; DSRG: 2
-    expansion: str = "rw"               # the base's own (resolve); IRNet's random walk
+    # every other baseline setting (expansion, seed rule, protocols, ...) is the base's own (resolve)
 
     def resolve(self, given: set[str]) -> None:
-        """Check CONTA's choices; take the base's expansion unless ``--set expansion`` chose one."""
+        """Check CONTA's choices; take every baseline setting (CamConfig's fields but ``rounds``) from the
+        base's own defaults unless ``--set`` gave it, so round 0 is the base run alone (same stages)."""
         if self.base not in BASES:
             raise UserError(f"--set base={self.base}: use one of {', '.join(BASES)}")
         if self.base not in METHODS:
+            available = ", ".join(b for b in BASES if b in METHODS)
             raise UserError(f"--set base={self.base}: {self.base.upper()} is not available in wsssbench yet; "
-                            f"it arrives with {BASES[self.base]} (available bases: irnet, cam)")
+                            f"it arrives with {BASES[self.base]} (available bases: {available})")
         for name, allowed in (("block", BLOCKS), ("mt", MTS), ("confounder", CONFOUNDERS),
                               ("conta_attention", ("code", "paper")), ("conta_prior", ("uniform", "frequency"))):
             if getattr(self, name) not in allowed:
                 raise UserError(f"--set {name}={getattr(self, name)}: use one of {', '.join(allowed)}")
         if self.conta_size < 1:
             raise UserError(f"--set conta_size={self.conta_size}: must be at least 1")
+        base = METHODS.get(self.base).config()
+        for f in dataclasses.fields(CamConfig):
+            if f.name not in given and f.name != "rounds":
+                setattr(self, f.name, getattr(base, f.name))
         if self.rounds and not self.seg_enabled:
             raise UserError("conta: X_m and the confounder set come from the segmentation model; "
                             "keep seg_enabled=true (or --set rounds=0 for the baseline alone)")
-        if "expansion" not in given:
-            self.expansion = METHODS.get(self.base).config().expansion
 
 
 def _base(ctx) -> Method:
