@@ -160,6 +160,52 @@ BOX_PROTOCOLS.add("wsolevaluation", BoxProtocol(
     score_map=lambda maps, size: wsolevaluation_frame(maps.plane, size), boxes=wsolevaluation_boxes))
 
 
+def nlccam_frame(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """NL-CCAM ``IoU_check_cub_5.py`` ``returnCAM_``: float64, ``cv2.resize`` (bilinear, its default) to
+    (H, W), then min-max (constant/NaN → 0; the rule below does not depend on the map's scale)."""
+    cam = np.asarray(cam, dtype=np.float64)
+    if cam.shape != size:
+        cam = cv2.resize(cam, (size[1], size[0]))
+    return wsolevaluation_frame(cam, size)
+
+
+def nlccam_box(scoremap: np.ndarray, theta: float) -> np.ndarray:
+    """NL-CCAM's box at θ: keep pixels ``> θ · max`` (``returnCAM_``); foreground is the kept map above
+    its own mean over every pixel; the box of the 4-connected component of largest box area, first on
+    ties (``bounding_box.py`` ``connected_component``), as ``[x0, y0, x_stop, y_stop]`` (its slices'
+    exclusive stops, which NL-CCAM's IoU then counts with "+1"). No foreground: ``[0, 0, 0, 0]``."""
+    from scipy import ndimage
+    cut = np.where(scoremap > np.amax(scoremap) * theta, scoremap, 0)
+    labels = ndimage.label(cut > cut.mean())[0]
+    slices = ndimage.find_objects(labels)
+    if not slices:
+        return np.zeros(4, dtype=np.int64)
+    ys, xs = slices[int(np.argmax([(y.stop - y.start) * (x.stop - x.start) for y, x in slices]))]
+    return np.array([xs.start, ys.start, xs.stop, ys.stop], dtype=np.int64)
+
+
+def nlccam_boxes(scoremap: np.ndarray, thetas: np.ndarray) -> LevelBoxes:
+    """:func:`nlccam_box` at every θ, one box per mask (also MaxBoxAccV2's: NL-CCAM draws one box).
+
+    Each mask is ``{s > max(θ · max, mean kept)}``, an upper level set of the map, so masks with the
+    same pixel count are the same mask and are boxed once."""
+    values = np.sort(scoremap, axis=None)
+    cuts = np.asarray(thetas, dtype=np.float64) * values[-1]
+    above = np.concatenate([np.cumsum(values[::-1])[::-1], [0.0]])      # sum of values[i:]
+    means = above[np.searchsorted(values, cuts, side="right")] / values.size
+    counts = (values.size - np.searchsorted(values, np.maximum(cuts, means), side="right")).tolist()
+    unique, level_of = np.unique(counts, return_inverse=True)
+    first = [counts.index(c) for c in unique]
+    largest = np.stack([nlccam_box(scoremap, float(thetas[i])) for i in first])
+    spans = np.repeat(np.arange(len(unique))[:, None], 2, axis=1)
+    return LevelBoxes(level_of=level_of.reshape(-1), boxes=largest, spans=spans, largest=largest)
+
+
+BOX_PROTOCOLS.add("nlccam", BoxProtocol(
+    name="nlccam", source="Yangseung/NL-CCAM IoU_check_cub_5.py returnCAM_, bounding_box.py",
+    score_map=lambda maps, size: nlccam_frame(maps.plane, size), boxes=nlccam_boxes))
+
+
 # -------------------------------------------------------------------------------------- accumulators
 class BoxAccumulator:
     """Hit counts per (θ, δ): additive state, one :meth:`update` per image, :meth:`merge` across shards.

@@ -1,0 +1,195 @@
+"""NL-CCAM and CI-CAM: the non-local block, the combinational map, the context pool (Eqs. 7-8), the
+``nlccam`` box protocol, each against a plain restatement; a short WSOL run of each method."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsssbench import harness
+from wsssbench.data import Dataset, Sample
+from wsssbench.errors import UserError
+from wsssbench.methods_api import METHODS, make_config
+from wsssbench.metrics.localization import BOX_PROTOCOLS, THETA_GRID, nlccam_box, nlccam_boxes
+from wsssbench.models import build_backbone
+from wsssbench.models.nonlocal_vgg import (CICAMClassifier, NonLocalBlock, NonLocalCAM, combination_weights,
+                                           combinational_map)
+
+torch.set_num_threads(1)
+
+
+def loop_nonlocal(block: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
+    """model_cub.py Self_Attn with explicit sums over positions."""
+    b, c, h, w = x.shape
+    q, k, v = (m(x).flatten(2) for m in (block.query, block.key, block.value))
+    out = torch.zeros(b, c, h * w)
+    for n in range(b):
+        for i in range(h * w):
+            energy = torch.stack([(q[n, :, i] * k[n, :, j]).sum() for j in range(h * w)])
+            weights = torch.exp(energy - energy.max()) / torch.exp(energy - energy.max()).sum()
+            out[n, :, i] = sum(weights[j] * v[n, :, j] for j in range(h * w))
+    return block.bn(block.mix(out.view(b, c, h, w))) + x
+
+
+def test_nonlocal_block_is_the_identity_at_init_and_matches_a_loop():
+    torch.manual_seed(0)
+    block = NonLocalBlock(16).eval()
+    x = torch.randn(2, 16, 3, 4)
+    assert torch.equal(block(x), x)                                  # BN weight and bias 0
+    torch.nn.init.normal_(block.bn.weight)
+    torch.nn.init.normal_(block.bn.bias)
+    torch.nn.init.uniform_(block.bn.running_var, 0.5, 2)
+    assert torch.allclose(block(x), loop_nonlocal(block, x), atol=1e-5)
+
+
+def test_network_places_nonlocal_blocks_after_blocks_2_to_5_and_cams_average_to_logits():
+    torch.manual_seed(0)
+    net = NonLocalCAM(build_backbone("small", output_stride=8), 3).eval()
+    assert sorted(net.nonlocal_blocks) == ["2", "3", "4", "5"]
+    assert [net.nonlocal_blocks[k].value.in_channels for k in "2345"] == [32, 64, 128, 192]
+    x = torch.randn(2, 3, 32, 32)
+    logits, cams = net.logits_and_cams(x)
+    assert torch.allclose(logits, cams.mean((2, 3)) + net.classifier.bias, atol=1e-5)
+    assert torch.allclose(logits, net.classifier(net.backbone(x).mean((2, 3))), atol=1e-5)   # blocks start as identity
+
+
+def loop_weights(n: int, positive: int) -> list[float]:
+    """IoU_check_cub_5.py returnCAM_ 'quadratic' with numpy."""
+    return list(np.concatenate([np.linspace(1, 0, positive) ** 2, -(np.linspace(0, -1, n - positive) ** 2)]))
+
+
+@pytest.mark.parametrize("n, positive", [(200, 100), (7, 3), (2, 1), (4, 0), (4, 4)])
+def test_combination_weights_are_nlccams(n, positive):
+    assert np.allclose(combination_weights(n, positive).numpy(), loop_weights(n, positive))
+
+
+def test_combinational_map_against_a_loop():
+    rng = np.random.default_rng(1)
+    cams, scores = rng.normal(size=(5, 3, 4)), np.array([0.1, 2.0, -1.0, 0.5, 1.0])
+    order = sorted(range(5), key=lambda i: -scores[i])              # ranked by score, highest first
+    gamma = loop_weights(5, 2)
+    expected = sum(gamma[r] * cams[c] for r, c in enumerate(order))
+    expected = expected - expected.min()
+    got = combinational_map(torch.tensor(cams), torch.tensor(scores), 2).numpy()
+    assert np.allclose(got, expected) and got.min() == 0
+
+
+def plain_bn(q: np.ndarray) -> np.ndarray:
+    mean = q.mean(axis=(1, 2), keepdims=True)
+    var = ((q - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+    return (q - mean) / np.sqrt(var + 1e-5)
+
+
+def test_context_pool_follows_eq7_over_two_steps_and_is_saved():
+    torch.manual_seed(0)
+    net = CICAMClassifier(build_backbone("small", output_stride=8), 3, (4, 4), update_rate=0.01)
+    q = np.zeros((3, 4, 4))
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        cams = rng.normal(size=(4, 3, 4, 4)).astype(np.float32)
+        logits = rng.normal(size=(4, 3)).astype(np.float32)
+        labels = np.eye(3, dtype=np.float32)[[logits[0].argmax(), logits[1].argmax(), 0, 1]]
+        fresh = np.zeros((3, 4, 4))
+        for b in range(4):                                           # old_create_attention: right top-1 only
+            pi = logits[b].argmax()
+            if labels[b, pi] > 0:
+                fresh[pi] += cams[b, pi]
+        q = plain_bn(q + 0.01 * plain_bn(fresh))
+        net.update_pool(torch.tensor(cams), torch.tensor(logits), torch.tensor(labels))
+        assert np.allclose(net.context_pool.numpy(), q, atol=1e-5)
+    assert np.abs(q).sum() > 0
+    assert torch.equal(net.state_dict()["context_pool"], net.context_pool)
+    other = CICAMClassifier(build_backbone("small", output_stride=8), 3, (4, 4), update_rate=0.01)
+    other.load_state_dict(net.state_dict())
+    assert torch.equal(other.context_pool, net.context_pool)
+
+
+def test_enhanced_features_eq8_shape_and_gradients():
+    torch.manual_seed(0)
+    net = CICAMClassifier(build_backbone("small", output_stride=8), 3, (4, 4), update_rate=0.01)
+    net.context_pool.normal_()
+    feats = torch.randn(2, 192, 4, 4, requires_grad=True)
+    top = torch.tensor([2, 0])
+    enhanced = net.enhance(feats, top)
+    assert enhanced.shape == feats.shape
+    conv = net.context_attention
+    for b in range(2):                                               # Conv1x1 of the one-hot context = W[:, π] Q_π + bias
+        att = conv.weight[:, top[b], 0, 0, None, None] * net.context_pool[top[b]] + conv.bias[:, None, None]
+        assert torch.allclose(enhanced[b], feats[b] + feats[b] * att, atol=1e-5)
+    enhanced.sum().backward()
+    assert feats.grad.abs().sum() > 0 and conv.weight.grad[:, top].abs().sum() > 0
+    assert conv.weight.grad[:, 1].abs().sum() == 0                   # no image's top class is 1
+    logits, cams, logits_e, cams_e = net.branches(torch.randn(2, 3, 32, 32))
+    assert logits.shape == logits_e.shape == (2, 3) and cams.shape == cams_e.shape == (2, 3, 4, 4)
+    assert net.cams(torch.randn(1, 3, 48, 48)).shape == (1, 3, 6, 6)  # the pool follows another input size
+
+
+def test_nlccam_box_rule_on_a_hand_made_map():
+    s = np.zeros((20, 20))
+    s[2:6, 3:9] = 1.0                                               # big block: box area 24
+    s[10:18, 12:14] = 0.9                                           # tall block: box area 16
+    s[15, 1] = 0.05                                                 # below θ·max at 0.12: cut
+    assert nlccam_box(s, 0.12).tolist() == [3, 2, 9, 6]            # largest box area, exclusive stops
+    assert nlccam_box(s, 0.95).tolist() == [3, 2, 9, 6]
+    ring = np.zeros((9, 9)); ring[1:8, 1:8] = 1.0; ring[4, 4] = 0.0
+    assert nlccam_box(ring, 0.0).tolist() == [1, 1, 8, 8]
+    assert nlccam_box(np.zeros((5, 5)), 0.2).tolist() == [0, 0, 0, 0]
+    lb = nlccam_boxes(s, THETA_GRID)
+    assert all((lb.largest[lb.level_of[k]] == nlccam_box(s, THETA_GRID[k])).all() for k in range(len(THETA_GRID)))
+    proto = BOX_PROTOCOLS.get("nlccam")
+    assert proto.frame_size == (224, 224) and BOX_PROTOCOLS.get("wsolevaluation").name == "wsolevaluation"
+
+
+def test_settings_are_checked():
+    with pytest.raises(UserError, match="cam_combination_split"):
+        make_config(METHODS.get("nlccam"), {"cam_combination_split": "1.5"})
+    with pytest.raises(UserError, match="cicam_update_rate"):
+        make_config(METHODS.get("cicam"), {"cicam_update_rate": "-0.1"})
+    cfg = make_config(METHODS.get("cicam"), {})
+    assert (cfg.wsol_protocol, cfg.wsol_threshold, cfg.cicam_update_rate) == ("nlccam", 0.0, 0.01)
+
+
+class BoxSquares(Dataset):
+    """A localization stand-in: one red or blue square per image on grey noise, its box; train/test."""
+
+    name, task, has_background = "box-squares", "localization", False
+
+    def __init__(self, root: Path, n: int = 24, size: int = 40):
+        super().__init__(root, ("red", "blue"))
+        rng = np.random.default_rng(0)
+        (root / "img").mkdir(parents=True, exist_ok=True)
+        self._splits = {split: [self._draw(rng, f"{split}_{i:03d}", size) for i in range(count)]
+                        for split, count in (("train", n), ("test", n // 2))}
+
+    def _draw(self, rng, sid: str, size: int) -> Sample:
+        img = rng.integers(90, 130, (size, size, 3)).astype(np.uint8)
+        c, s = int(rng.integers(0, 2)), int(rng.integers(10, 20))
+        y, x = rng.integers(0, size - s, 2)
+        img[y:y + s, x:x + s] = (220, 30, 30) if c == 0 else (30, 30, 220)
+        path = self.root / "img" / f"{sid}.png"
+        Image.fromarray(img).save(path)
+        return Sample(sid, path, (c,), boxes=((float(x), float(y), float(x + s), float(y + s)),), size=(size, size))
+
+    def split_names(self):
+        return tuple(self._splits)
+
+    def samples(self, split):
+        self._check_split(split)
+        return list(self._splits[split])
+
+
+FAST = {"cls_epochs": "3", "cls_size": "40", "cls_batch_size": "8"}
+
+
+@pytest.mark.parametrize("method", ["nlccam", "cicam"])
+def test_short_wsol_run(method, tmp_path, monkeypatch):
+    """Classifier, combinational maps and the nlccam box protocol end to end on the stand-in."""
+    ds = BoxSquares(tmp_path / "data")
+    monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
+    result = harness.run_method(method, dataset="box-squares", overrides=FAST, out=tmp_path / "runs")
+    assert set(result.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"}
+    assert all(0 <= v <= 100 for v in result.metrics.values())
+    assert set(result.protocols.values()) == {"nlccam/224"}
