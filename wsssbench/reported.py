@@ -98,20 +98,24 @@ def reported_dir(root: str | Path | None = None) -> Path:
     return board_dir(root) / "reported"
 
 
-def load_cells(path: str | Path) -> list[Cell]:
-    """Every cell of one ``<paper>.csv``, in file order; a malformed file is a UserError naming it."""
-    path = Path(path)
+def _csv_rows(path: Path, fields, what: str) -> list[dict]:
+    """The rows of a CSV whose header must hold ``fields``; unreadable or missing columns: a UserError."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [f for f in CSV_FIELDS if f not in header]
+            missing = [f for f in fields if f not in (reader.fieldnames or [])]
             if missing:
-                raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the header must start "
-                                f"with {','.join(CSV_FIELDS)}")
-            rows = list(reader)
+                raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the header must hold "
+                                f"{','.join(fields)}")
+            return list(reader)
     except OSError as err:
-        raise UserError(f"{path}: cannot read reported numbers ({err})") from None
+        raise UserError(f"{path}: cannot read {what} ({err})") from None
+
+
+def load_cells(path: str | Path) -> list[Cell]:
+    """Every cell of one ``<paper>.csv``, in file order; a malformed file is a UserError naming it."""
+    path = Path(path)
+    rows = _csv_rows(path, CSV_FIELDS, "reported numbers")
     cells = []
     for lineno, raw in enumerate(rows, start=2):
         where = f"{path}:{lineno}"
@@ -220,16 +224,7 @@ def parse_ref(ref: str, where: str = "") -> tuple[str, str, str]:
 def load_prose_file(path: str | Path) -> list[ProseCell]:
     """Every number of one ``<paper>_text.csv``, in file order; a malformed file is a UserError naming it."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [f for f in PROSE_FIELDS if f not in (reader.fieldnames or [])]
-            if missing:
-                raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the header is "
-                                f"{','.join(PROSE_FIELDS)}")
-            rows = list(reader)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read prose numbers ({err})") from None
+    rows = _csv_rows(path, PROSE_FIELDS, "prose numbers")
     out = []
     for lineno, raw in enumerate(rows, start=2):
         where = f"{path}:{lineno}"
