@@ -1,8 +1,29 @@
 """CAM (Zhou et al., CVPR 2016) as IRN trains and evaluates it: the baseline every hook defaults to."""
-from wsssbench.methods_api import METHODS, CamConfig, Method
+from wsssbench.methods_api import METHODS, CamConfig, Method, Recipe
+
+#: IRN's classifier and CAM inference as its code runs them (jiwoon-ahn/irn run_sample.py defaults,
+#: net/resnet50_cam.py, step/train_cam.py, step/make_cam.py); docs/recipes.md shows the side-by-side check.
+PAPER = Recipe("paper", "IRN's ResNet-50 CAM classifier and CAM inference, as jiwoon-ahn/irn's code runs them", (
+    ("backbone", "resnet50_irn"),           # net/resnet50.py strides (2, 2, 2, 1), layer4 undilated
+    ("cls_output_stride", 16),
+    ("cls_size", 512),                      # run_sample.py cam_crop_size 512
+    ("cls_rescale", (0.625, 1.25)),         # train_cam.py resize_long=(320, 640) = 512 x (0.625, 1.25)
+    ("cls_augment", "irn"),
+    ("cls_epochs", 5),                      # cam_num_epoches 5
+    ("cls_batch_size", 16),                 # cam_batch_size 16
+    ("cls_lr", 0.1),                        # cam_learning_rate 0.1 (head 10x)
+    ("cls_weight_decay", 1e-4),             # cam_weight_decay 1e-4
+    ("cls_optimizer", "irn"),               # torchutils.PolyOptimizer's momentum slot
+    ("cls_frozen_blocks", 3),               # resnet50_cam.Net.forward: stage2(x).detach()
+    ("cls_fixed_bn", True),                 # resnet50.FixedBatchNorm
+    ("cam_scales", (1.0, 0.5, 1.5, 2.0)),   # cam_scales
+    ("cam_flip", True),
+    ("cam_arithmetic", "irn"),              # make_cam.py: PIL bicubic input, strided_up_size maps
+))
 
 METHODS.add("cam", Method(
     name="cam",
     config=CamConfig,
     summary="Class activation maps of a GAP multi-label classifier (Zhou et al. 2016; IRN's recipe)",
+    recipes=(PAPER,),
 ))

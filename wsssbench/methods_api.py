@@ -43,13 +43,14 @@ from .registry import Registry
 #: The stages in pipeline order with the config fields each owns (names or name prefixes); a field
 #: matching several owners belongs to the last. ``classifier`` owns every field nobody else claims;
 #: a method's classifier stages come right after it, owning their prefixes; ``evaluation`` owns the
-#: scoring options (no artifact depends on them); ``rounds`` is the round count.
+#: scoring options (no artifact depends on them) and the ``recipe`` label (the fields a recipe sets are
+#: keyed by their own owners); ``rounds`` is the round count.
 STAGE_OWNERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("classifier", ()),
     ("cams", ("cam_",)),
     ("expand", ("expansion", "rw_", "crf_")),
     ("segmenter", ("seg_",)),
-    ("evaluation", ("seed_", "pseudo_", "seg_protocol", "wsol_")),
+    ("evaluation", ("seed_", "pseudo_", "seg_protocol", "wsol_", "recipe")),
     ("next_round", ()),
     ("rounds", ("rounds",)),
 )
@@ -64,6 +65,7 @@ class CamConfig:
     backbone); the paper's value is in the comment, to be set with ``--set`` on real data.
     """
 
+    recipe: str = "tiny"                # the named recipe the settings started from (``run --recipe``; Method.recipes)
     backbone: str = "small"             # CPU default; the papers use resnet50 (IRN, C2AM) / resnet38 (SEAM)
     weights: str | None = None          # local weights file; None: torchvision's cache if present, else random init
     # --- classifier (IRN step/train_cam.py: SGD, poly lr 0.1, wd 1e-4, batch 16, 5 epochs, crop 512)
@@ -76,10 +78,18 @@ class CamConfig:
     cls_lr: float = 0.1                 # IRN cam_learning_rate 0.1 (head 10x, as IRN's trainable_parameters)
     cls_weight_decay: float = 1e-4      # IRN cam_weight_decay 1e-4
     cls_workers: int = 0                # DataLoader worker processes (0: load in the main process)
+    cls_optimizer: str = "sgd"          # "sgd": momentum 0.9 + weight decay (the paper's intent); "irn": as IRN's
+    #                                   code does (misc/torchutils.py PolyOptimizer: momentum = cls_weight_decay)
+    cls_augment: str = "toolkit"        # "toolkit": bilinear rescale of the normalised image; "irn": IRN's
+    #                                   (voc12/dataloader.py): integer long side, PIL bicubic on uint8, then normalise
+    cls_frozen_blocks: int = 0          # leading backbone blocks that never train (IRN resnet50_cam.Net: 3, detach after layer2)
+    cls_fixed_bn: bool = False          # BatchNorm always on its running statistics (IRN net/resnet50.py FixedBatchNorm)
     # --- CAM inference (IRN step/make_cam.py)
     cam_scales: tuple[float, ...] = (2.0, 3.0)   # IRN (1.0, 0.5, 1.5, 2.0) on ~500-px VOC (C2AM's repo adds 2.5,
     #                                   3.0); tiny's 64-px images give 4x4 maps at 0.5: seeds 30.0 vs 18.8 mIoU
     cam_flip: bool = True               # IRN: each scale with its horizontal flip
+    cam_arithmetic: str = "toolkit"     # "toolkit": bilinear input rescale, maps resized straight to H x W; "irn":
+    #                                   IRN's make_cam.py (PIL bicubic on uint8, maps to strided_up_size, cropped)
     # --- seeds (IRN step/eval_cam.py)
     seed_threshold: float = 0.15        # IRN cam_eval_thres 0.15; C2AM sweeps 0.13-0.20
     seed_alpha: float | None = None     # set: background (1 - max CAM)^alpha instead of the threshold
@@ -156,6 +166,27 @@ class ClassifierStage:
     run: Callable[[Context, Any, Path], None]
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of config settings a method is run with (``wsssbench run METHOD --recipe NAME``).
+
+    ``settings`` are ``(field, value)`` pairs applied before ``--set`` (which still wins); the
+    config's ``recipe`` field records the name. ``tiny`` (no settings: the CPU defaults) is every
+    method's, built in. See docs/recipes.md.
+    """
+
+    name: str
+    summary: str
+    settings: tuple[tuple[str, Any], ...] = ()
+
+
+#: the recipe every method has: its config's defaults.
+TINY = Recipe("tiny", "the CPU defaults (synthetic tiny, small backbone)")
+
+#: the values the choice fields accept.
+CHOICES = {"cls_optimizer": ("sgd", "irn"), "cls_augment": ("toolkit", "irn"), "cam_arithmetic": ("toolkit", "irn")}
+
+
 def _default(name: str) -> Callable:
     """A lazily imported default hook (the CAM baseline), so this module imports without torch."""
     module, attr = name.rsplit(".", 1)
@@ -206,6 +237,7 @@ class Method:
     - ``round_fields``: config fields only rounds after the first read (CONTA's ``block``); the
       ``next_round`` stage owns them, so changing one keeps round 0 and rebuilds from round 1 on.
     - ``wsol_maps(ctx, model, image) -> (scores, maps)``: localization maps for WSOL (NL-CCAM).
+    - ``recipes``: named settings (:class:`Recipe`) besides the built-in ``tiny``, e.g. ``paper``.
 
     A method built on another (CONTA on IRNet, CPN on SEAM) is made with :func:`derive`.
     """
@@ -225,6 +257,14 @@ class Method:
     next_round: Callable | None = None
     round_fields: tuple[str, ...] = ()
     wsol_maps: Callable = _default("wsssbench.stages.wsol.cam_maps")
+    recipes: tuple[Recipe, ...] = ()
+
+    def recipe(self, name: str) -> Recipe:
+        """The recipe called ``name``: ``tiny`` or one of ``recipes``; a UserError names the others."""
+        known = {r.name: r for r in (TINY, *self.recipes)}
+        if name not in known:
+            raise UserError(f"{self.name} has no recipe {name!r}; recipes: {', '.join(known)}")
+        return known[name]
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -277,27 +317,44 @@ def _state(obj: Any) -> str:
 
 
 def make_config(method: Method, overrides: dict[str, str] | None = None) -> CamConfig:
-    """The method's config with ``--set key=value`` overrides parsed by the field types. A config with a
-    ``resolve(given)`` method then fills the defaults that depend on other settings (CONTA's
-    ``expansion`` follows its ``base``), ``given`` being the names the overrides set.
+    """The method's config with ``--set key=value`` overrides parsed by the field types. A ``recipe``
+    override applies that recipe's settings first, so the other overrides win over them. A config with
+    a ``resolve(given)`` method then fills the defaults that depend on other settings (CONTA's
+    ``expansion`` follows its ``base``), ``given`` being the names the overrides and the recipe set.
 
     >>> from wsssbench.methods_api import METHODS, make_config
     >>> make_config(METHODS.get("cam"), {"seed_threshold": "0.2", "cam_scales": "1,0.5"}).cam_scales
     (1.0, 0.5)
+    >>> cfg = make_config(METHODS.get("cam"), {"recipe": "paper", "cls_epochs": "1"})
+    >>> cfg.recipe, cfg.backbone, cfg.cls_epochs
+    ('paper', 'resnet50_irn', 1)
     >>> make_config(METHODS.get("cam"), {"nope": "1"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    wsssbench.errors.UserError: cam has no setting 'nope'; settings: backbone, cam_flip, ...
+    wsssbench.errors.UserError: cam has no setting 'nope'; settings: backbone, cam_arithmetic, ...
     """
     cfg = method.config()
     types_ = typing.get_type_hints(method.config)
-    for key, text in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    recipe = method.recipe(overrides.pop("recipe", cfg.recipe))
+    for key, value in recipe.settings:
+        setattr(cfg, key, value)
+    cfg.recipe = recipe.name
+    for key, text in overrides.items():
         if key not in types_:
             raise UserError(f"{method.name} has no setting {key!r}; settings: {', '.join(sorted(types_))}")
         setattr(cfg, key, parse_value(types_[key], str(text), key))
+    check_choices(cfg)
     if hasattr(cfg, "resolve"):
-        cfg.resolve(set(overrides or {}))
+        cfg.resolve({"recipe", *dict(recipe.settings), *overrides})
     return cfg
+
+
+def check_choices(cfg: CamConfig) -> None:
+    """One UserError for a choice field (:data:`CHOICES`) set to a value it does not take."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"--set {name}={getattr(cfg, name)}: use one of {', '.join(allowed)}")
 
 
 def parse_value(typ: Any, text: str, key: str = "value") -> Any:

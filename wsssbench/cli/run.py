@@ -52,6 +52,8 @@ def run_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help="Synthetic preset (tiny, voc-shape, cub-shape); default tiny."),
     confounding: Optional[float] = typer.Option(None, "--confounding", help="Synthetic only: P(an object's context is "
                                                 "tied to its class), in [0, 1]; default the preset's (tiny: 0.8)."),
+    recipe: str = typer.Option("tiny", "--recipe", help="Named settings applied before --set: tiny (the CPU "
+                               "defaults) or the method's own, e.g. paper (see docs/recipes.md)."),
     sets: List[str] = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. --set seed_threshold=0.2."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local pretrained backbone weights (same as --set weights=PATH)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated run seeds; several give mean and std."),
@@ -63,6 +65,9 @@ def run_cmd(
     from ..harness import run_method
     from ..io import dumps
     overrides = parse_sets(sets)
+    if "recipe" in overrides:
+        raise UserError("choose the recipe with --recipe NAME, not --set recipe=NAME")
+    overrides["recipe"] = recipe
     if weights is not None:
         if not weights.is_file():
             raise UserError(f"--weights {weights}: no such file")

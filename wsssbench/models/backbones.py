@@ -139,6 +139,23 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class FixedBatchNorm(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its running statistics, in training too; its affine
+    parameters still train (IRN net/resnet50.py FixedBatchNorm). Same state-dict keys as BatchNorm2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                              training=False, eps=self.eps)
+
+
+def fix_batchnorm(module: nn.Module) -> None:
+    """Turn every ``nn.BatchNorm2d`` inside ``module`` into a :class:`FixedBatchNorm`, in place (same
+    parameters and buffers)."""
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = FixedBatchNorm
+
+
 @BACKBONES.register("small")
 def small(*, pretrained: str | None = None, output_stride: int = 16) -> SmallNet:
     return apply_pretrained(SmallNet(output_stride), "small", pretrained)

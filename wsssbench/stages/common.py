@@ -51,33 +51,63 @@ def label_vector(dataset: Dataset, sample: Sample) -> torch.Tensor:
 class ImageLabels(torch.utils.data.Dataset):
     """(image, multi-hot labels, the method's extra inputs). Training: IRN's augmentation — random rescale
     by a factor in ``rescale``, horizontal flip, random crop (zero-padded, i.e. the mean colour) to
-    ``size``², the extras with the image; evaluation: resized to ``size``²."""
+    ``size``², the extras with the image; evaluation: resized to ``size``². ``augment`` says how the
+    rescale is done: ``"toolkit"`` bilinear on the normalised image, long side ``size`` × U(lo, hi);
+    ``"irn"`` as IRN's loader (:func:`irn_resize_long` on the uint8 image, then normalised)."""
 
     def __init__(self, dataset: Dataset, samples: list[Sample], size: int, train: bool = True,
-                 rescale: tuple[float, float] = (1.0, 1.0), extras: Callable[[Sample], dict] | None = None):
+                 rescale: tuple[float, float] = (1.0, 1.0), extras: Callable[[Sample], dict] | None = None,
+                 augment: str = "toolkit"):
         self.dataset, self.samples, self.size, self.train, self.rescale = dataset, samples, size, train, rescale
-        self.extras = extras
+        self.extras, self.augment = extras, augment
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
         sample = self.samples[i]
-        x = to_tensor(self.dataset.load_image(sample))
-        extra = extra_tensors(self.extras, sample, x.shape[-2:])
+        image = self.dataset.load_image(sample)
+        extra = extra_tensors(self.extras, sample, image.shape[:2])
         item = {"labels": label_vector(self.dataset, sample), "index": i}
         if not self.train:
-            return {"image": resize(x, (self.size, self.size)), **item,
+            return {"image": resize(to_tensor(image), (self.size, self.size)), **item,
                     **{k: resize(v, (self.size, self.size)) for k, v in extra.items()}}
-        lo, hi = self.rescale
-        s = self.size / max(x.shape[-2:]) * (lo + (hi - lo) * float(torch.rand(())))
-        size = (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s)))
-        x, extra = resize(x, size), {k: resize(v, size) for k, v in extra.items()}
+        x = self.rescaled(image)
+        extra = {k: resize(v, x.shape[-2:]) for k, v in extra.items()}
         if torch.rand(()) < 0.5:
             x, extra = x.flip(-1), {k: v.flip(-1) for k, v in extra.items()}
         crop = random_crop(torch.cat([x, *(v.to(x.dtype) for v in extra.values())]), self.size)
         parts = crop.split([len(x), *(len(v) for v in extra.values())])
         return {"image": parts[0], **item, **{k: p.to(v.dtype) for (k, v), p in zip(extra.items(), parts[1:])}}
+
+    def rescaled(self, image: np.ndarray) -> torch.Tensor:
+        """The normalised (3, h, w) image at a random scale, as ``augment`` says."""
+        lo, hi = self.rescale
+        if self.augment == "irn":
+            return to_tensor(irn_resize_long(image, round(self.size * lo), round(self.size * hi)))
+        x = to_tensor(image)
+        s = self.size / max(x.shape[-2:]) * (lo + (hi - lo) * float(torch.rand(())))
+        return resize(x, (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))))
+
+
+def irn_resize_long(image: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The long side to a random integer in [lo, hi], PIL bicubic on uint8 (IRN misc/imutils.py random_resize_long)."""
+    target = lo + int(torch.randint(hi - lo + 1, ()))
+    h, w = image.shape[:2]
+    return pil_rescale(image, target / (h if w < h else w))
+
+
+def pil_rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W, 3) uint8 scaled by ``scale``, sides rounded (IRN misc/imutils.py pil_rescale, order 3)."""
+    h, w = image.shape[:2]
+    return pil_resize(image, (int(np.round(h * scale)), int(np.round(w * scale))))
+
+
+def pil_resize(image: np.ndarray, size) -> np.ndarray:
+    """(H, W, 3) uint8 to ``size`` with PIL bicubic; the image itself at its own size (IRN misc/imutils.py pil_resize)."""
+    if tuple(size) == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(image).resize(tuple(size)[::-1], Image.BICUBIC))
 
 
 #: batch keys the harness sets; a method's extra inputs take other names.

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cams import save_cams
-from .common import extra_tensors, fg_index, to_tensor
+from .common import extra_tensors, fg_index, pil_rescale, to_tensor
 from .train_classifier import method_extras
 
 
@@ -20,29 +20,49 @@ def _scaled(t: torch.Tensor, size, flip: bool) -> torch.Tensor:
     return torch.cat([t, t.flip(-1)]) if flip else t
 
 
+def _pil_scaled(images: np.ndarray, scale: float, flip: bool, device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 rescaled with PIL bicubic, then normalised, with the flipped copies after them
+    if ``flip`` (IRN voc12/dataloader.py VOC12ClassificationDatasetMSF: scale 1 is the image itself)."""
+    x = torch.stack([to_tensor(im if scale == 1 else pil_rescale(im, scale)) for im in images]).to(device)
+    return torch.cat([x, x.flip(-1)]) if flip else x
+
+
+def _upsampled(cams: torch.Tensor, size, arithmetic: str) -> torch.Tensor:
+    """(B, K, h, w) maps at the image ``size``: bilinear straight to it (toolkit), or to the next
+    multiple of 16 on each side and cropped (IRN step/make_cam.py strided_up_size)."""
+    if arithmetic != "irn":
+        return F.interpolate(cams, size=size, mode="bilinear", align_corners=False)
+    up = tuple((n - 1) // 16 * 16 + 16 for n in size)       # IRN misc/imutils.py get_strided_up_size(size, 16)
+    return F.interpolate(cams, size=up, mode="bilinear", align_corners=False)[..., :size[0], :size[1]]
+
+
 @torch.no_grad()
 def multiscale_cams(model, images: np.ndarray, scales, flip: bool, device: str = "cpu",
-                    extras: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    extras: dict[str, torch.Tensor] | None = None,
+                    arithmetic: str = "toolkit") -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over scales (and flips) of ReLU CAMs upsampled to the image size; and the scale-1 class scores.
 
     ``images`` is (B, H, W, 3) uint8 (or one (H, W, 3) image). ``extras``: the method's per-image inputs,
     (B, C, H, W) tensors, rescaled and flipped with the images and passed to the model by name (CONTA's
-    context inputs). Returns ``(cams (B, K, H, W), scores (B, K) sigmoid probabilities)`` — squeezed
-    for one image — before normalisation.
+    context inputs). ``arithmetic``: ``"toolkit"`` rescales the normalised images bilinearly and resizes
+    the maps straight to (H, W); ``"irn"`` as IRN's make_cam.py (:func:`_pil_scaled`, :func:`_upsampled`).
+    Returns ``(cams (B, K, H, W), scores (B, K) sigmoid probabilities)`` — squeezed for one image —
+    before normalisation.
     """
     single = images.ndim == 3
-    x = torch.stack([to_tensor(im) for im in (images[None] if single else images)]).to(device)
+    images = images[None] if single else images
+    x = torch.stack([to_tensor(im) for im in images]).to(device)
     extras = {k: v.to(device) for k, v in (extras or {}).items()}
     n, (h, w) = len(x), x.shape[-2:]
     total, scores = torch.zeros((), device=device), None
     for s in scales:
         size = (h, w) if s == 1.0 else (max(1, round(h * s)), max(1, round(w * s)))
-        xs = _scaled(x, size, flip)
-        ex = {k: _scaled(v, size, flip) for k, v in extras.items()}
+        xs = _pil_scaled(images, s, flip, device) if arithmetic == "irn" else _scaled(x, size, flip)
+        ex = {k: _scaled(v, xs.shape[-2:], flip) for k, v in extras.items()}
         cams = F.relu(model.cams(xs, **ex).float())
         if flip:
             cams = cams[:n] + cams[n:].flip(-1)
-        total = total + F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)
+        total = total + _upsampled(cams, (h, w), arithmetic)
         if scores is None or s == 1.0:
             scores = torch.sigmoid(model(xs[:n], **{k: v[:n] for k, v in ex.items()}).float())
     return (total[0], scores[0]) if single else (total, scores)
@@ -67,7 +87,8 @@ def run(ctx, method, model, samples, out_dir: Path, progress=None, label: str = 
     for group, images in same_size_batches(ctx.dataset, samples, batch):
         per_image = [extra_tensors(extras, s, im.shape[:2]) for s, im in zip(group, images)]
         stacked = {k: torch.stack([e[k] for e in per_image]) for k in per_image[0] if k in takes}
-        cams, scores = multiscale_cams(model, np.stack(images), cfg.cam_scales, cfg.cam_flip, ctx.device, stacked)
+        cams, scores = multiscale_cams(model, np.stack(images), cfg.cam_scales, cfg.cam_flip, ctx.device, stacked,
+                                       cfg.cam_arithmetic)
         for sample, image, cam, score in zip(group, images, cams, scores):
             keys = sorted({fg_index(ctx.dataset, c) for c in sample.labels})
             planes = cam[keys]

@@ -43,21 +43,44 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list
             {"params": head, "lr": 10 * lr, "weight_decay": weight_decay, "base_lr": 10 * lr}]
 
 
+def make_optimizer(groups: list[dict], lr: float, weight_decay: float, flavour: str = "sgd") -> torch.optim.SGD:
+    """SGD over ``groups`` (each with its own lr and weight decay). ``"sgd"``: momentum 0.9 (the paper's
+    intent); ``"irn"``: as IRN's code — misc/torchutils.py PolyOptimizer calls ``SGD(params, lr,
+    weight_decay)``, whose third positional slot is momentum, so momentum = ``weight_decay`` (the
+    groups of step/train_cam.py keep their own weight decay)."""
+    if flavour == "irn":
+        return torch.optim.SGD(groups, lr, weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+
+
+def freeze(model: torch.nn.Module, blocks: int, fixed_bn: bool) -> None:
+    """The first ``blocks`` backbone blocks take no gradient (IRN net/resnet50_cam.py Net.forward detaches
+    stage2's output: conv1-layer2 never train); ``fixed_bn``: every BatchNorm on its running statistics
+    (IRN net/resnet50.py FixedBatchNorm)."""
+    from ..models.backbones import fix_batchnorm
+    for block in model.backbone.stages[:blocks] if blocks else ():
+        block.requires_grad_(False)
+    if fixed_bn:
+        fix_batchnorm(model)
+
+
 def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, lr: float,
           weight_decay: float, size: int, rescale: tuple[float, float] = (1.0, 1.0), workers: int = 0,
-          extras: Callable | None = None, progress=None) -> list[float]:
-    """SGD (momentum 0.9) with the poly schedule; returns the mean loss per epoch. ``extras(sample)``:
-    the per-image inputs augmented with each image (:class:`ImageLabels`)."""
+          extras: Callable | None = None, progress=None, optimizer: str = "sgd",
+          augment: str = "toolkit") -> list[float]:
+    """SGD (:func:`make_optimizer`'s ``optimizer`` flavour) with the poly schedule; returns the mean loss
+    per epoch. ``extras(sample)``: the per-image inputs augmented with each image; ``augment``: how
+    (:class:`ImageLabels`)."""
     device = torch.device(ctx.device)
     model.to(device).train()
     if ctx.device == "cuda":
         model.to(memory_format=torch.channels_last)
-    data = ImageLabels(ctx.dataset, samples, size, train=True, rescale=rescale, extras=extras)
+    data = ImageLabels(ctx.dataset, samples, size, train=True, rescale=rescale, extras=extras, augment=augment)
     gen = torch.Generator().manual_seed(ctx.seed)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
                                          generator=gen, num_workers=workers, pin_memory=ctx.device == "cuda",
                                          persistent_workers=workers > 0)
-    opt = torch.optim.SGD(param_groups(model, lr, weight_decay), lr=lr, momentum=0.9)
+    opt = make_optimizer(param_groups(model, lr, weight_decay), lr, weight_decay, optimizer)
     total = epochs * len(loader)
     losses, it = [], 0
     task = progress.add_task("train classifier", total=total) if progress else None
@@ -96,9 +119,11 @@ def run(ctx, method, samples, workdir: Path, progress=None) -> torch.nn.Module:
     from ..io import write_json
     cfg = ctx.cfg
     model = method.build_classifier(ctx)
+    freeze(model, cfg.cls_frozen_blocks, cfg.cls_fixed_bn)
     losses = train(ctx, model, method.train_step, samples, epochs=cfg.cls_epochs, batch_size=cfg.cls_batch_size,
                    lr=cfg.cls_lr, weight_decay=cfg.cls_weight_decay, size=cfg.cls_size, rescale=cfg.cls_rescale,
-                   workers=cfg.cls_workers, extras=method_extras(ctx, method), progress=progress)
+                   workers=cfg.cls_workers, extras=method_extras(ctx, method), progress=progress,
+                   optimizer=cfg.cls_optimizer, augment=cfg.cls_augment)
     torch.save(model.state_dict(), workdir / "model.pt")
     write_json(workdir / "log.json", {"epoch_loss": losses, "pretrained": pretrained_source(cfg)})
     return model
