@@ -12,7 +12,8 @@ from .infer_cams import multiscale_cams
 
 def cam_maps(ctx, model, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The default localization maps: the classifier's CAMs (``(K,)`` scores, ``(K, H, W)`` maps)."""
-    maps, scores = multiscale_cams(model, image, ctx.cfg.cam_scales, ctx.cfg.cam_flip, ctx.device)
+    maps, scores = multiscale_cams(model, image, ctx.cfg.cam_scales, ctx.cfg.cam_flip, ctx.device,
+                                   arithmetic=ctx.cfg.cam_arithmetic)
     return scores, maps
 
 
