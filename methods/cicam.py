@@ -26,6 +26,8 @@ class CICAMConfig(NLCCAMConfig):
 
     # training (Sec. 4.2): Adam β (0.9, 0.99); CUB: lr 5e-4, batch 6, 100 epochs; ILSVRC: lr 1e-4,
     # batch 40, 20 epochs. The harness trains with SGD + poly (cls_lr, cls_batch_size, cls_epochs).
+    cls_lr: float = 0.01                # SGD at CAM's 0.1 (head 1.0) diverges on synthetic-loc tiny (loss nan
+    #                                   at step 33): X^e = X + X ⊙ Conv(Q) amplifies the features
     cicam_update_rate: float = 0.01     # λ of Eq. 7 (Sec. 4.2; Table 4 sweeps 0.002-0.08)
     wsol_threshold: float = 0.0         # Sec. 4.2: θ = 0.0 (run.sh --seg_thr 0.0)
 
