@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from wsssbench.errors import UserError
 from wsssbench.methods.nlccam import NLCCAM, NLCCAMConfig, softmax_cross_entropy
 from wsssbench.methods_api import METHODS, derive
@@ -41,6 +39,7 @@ class CICAMConfig(NLCCAMConfig):
 
 def pool_size(backbone, size: int) -> tuple[int, int]:
     """The feature map's (h, w) for a ``size``² training crop (cub_vgg16.py: attention_size 14 at 224)."""
+    import torch
     mode = backbone.training
     with torch.no_grad():
         h, w = backbone.eval()(torch.zeros(1, 3, size, size)).shape[-2:]

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from wsssbench.errors import UserError
 from wsssbench.methods_api import METHODS, CamConfig, Method
 
@@ -54,6 +51,7 @@ def build_nlccam(ctx) -> torch.nn.Module:
 def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """CI-CAM Eq. 9's term ``−Σ s*_i log s_i`` (train_cub.py / train2.py ``nn.CrossEntropyLoss``); a
     multi-label image spreads s* evenly over its labels, an image without labels adds nothing."""
+    import torch.nn.functional as F
     target = labels / labels.sum(1, keepdim=True).clamp_min(1)
     return -(target * F.log_softmax(logits, 1)).sum(1).mean()
 
@@ -67,14 +65,16 @@ def positive_ranks(cfg, num_classes: int) -> int:
     return int(num_classes * cfg.cam_combination_split)
 
 
-@torch.no_grad()
 def combinational_maps(ctx, model, image) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``wsol_maps`` hook: softmax scores and NL-CCAM's combinational map at the feature resolution
     (returnCAM_ resizes it to the frame itself; the ``nlccam`` protocol does), one copy per class."""
+    import torch
+
     from wsssbench.models.nonlocal_vgg import combinational_map
     from wsssbench.stages.common import to_tensor
-    logits, cams = model.logits_and_cams(to_tensor(image)[None].to(ctx.device))
-    combined = combinational_map(cams[0], logits[0], positive_ranks(ctx.cfg, logits.shape[1]))
+    with torch.no_grad():
+        logits, cams = model.logits_and_cams(to_tensor(image)[None].to(ctx.device))
+        combined = combinational_map(cams[0], logits[0], positive_ranks(ctx.cfg, logits.shape[1]))
     return torch.softmax(logits[0].float(), 0), combined.float().expand(logits.shape[1], -1, -1)
 
 
