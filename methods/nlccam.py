@@ -25,6 +25,8 @@ class NLCCAMConfig(CamConfig):
 
     # backbone: "small" on CPU; NL-CCAM: vgg16 (ImageNet), LeakyReLU(0.2), no pool5 (14×14 maps at 224 px)
     cls_output_stride: int = 8          # NL-CCAM: 16 (vgg16 without pool5); 8 gives 64-px crops 8×8 maps
+    cls_lr: float = 0.01                # SGD at CAM's 0.1 (head 1.0) with softmax CE: epoch-1 loss 5.5 (chance
+    #                                   1.79), Top-1 cls 58% on synthetic-loc tiny; 0.01: 97%
     # training (train_cub.py): Adam, lr 1e-3 head / 1e-4 backbone, poly decay, batch 32, 100 epochs on CUB;
     # the harness trains every classifier with SGD + poly (cls_lr, cls_epochs, cls_batch_size)
     cam_combination_split: float = 0.5  # share of ranks with positive γ (IoU_check_cub_5.py thr=100 of 200)
@@ -65,17 +67,46 @@ def positive_ranks(cfg, num_classes: int) -> int:
     return int(num_classes * cfg.cam_combination_split)
 
 
-def combinational_maps(ctx, model, image) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``wsol_maps`` hook: softmax scores and NL-CCAM's combinational map at the feature resolution
-    (returnCAM_ resizes it to the frame itself; the ``nlccam`` protocol does), one copy per class."""
+def scaled_raw_cams(ctx, model, image) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (K,), cams (K, H, W))``: the logits of the image itself and its raw (signed, no ReLU)
+    CAMs ``W · X`` summed over ``cam_scales`` (and their flips with ``cam_flip``), each upsampled to the
+    image size, with the CAM baseline's rescaling (``cam_arithmetic``, :func:`multiscale_cams`).
+
+    At scale 1 without flip this is the CAMs of the image at the feature resolution, upsampled."""
+    import torch
+
+    from wsssbench.stages.common import to_tensor
+    from wsssbench.stages.infer_cams import _pil_scaled, _scaled, _upsampled
+    cfg = ctx.cfg
+    x = to_tensor(image)[None].to(ctx.device)
+    h, w = x.shape[-2:]
+    with torch.no_grad():
+        logits = model.logits_and_cams(x)[0][0].float()
+        total = torch.zeros((), device=ctx.device)
+        for s in cfg.cam_scales:
+            size = (h, w) if s == 1.0 else (max(1, round(h * s)), max(1, round(w * s)))
+            xs = (_pil_scaled(image[None], s, cfg.cam_flip, ctx.device) if cfg.cam_arithmetic == "irn"
+                  else _scaled(x, size, cfg.cam_flip))
+            cams = model.logits_and_cams(xs)[1].float()
+            if cfg.cam_flip:
+                cams = cams[:1] + cams[1:].flip(-1)
+            total = total + _upsampled(cams, (h, w), cfg.cam_arithmetic)
+    return logits, total[0]
+
+
+def multiscale_combinational_maps(ctx, model, image) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``wsol_maps`` hook: softmax scores of the image and NL-CCAM's combinational map, one copy per
+    class. The class maps are the raw CAMs over ``cam_scales``/``cam_flip`` at the image size, as the
+    CAM baseline's maps (:func:`scaled_raw_cams`); the combination is linear, so this is the sum of the
+    per-scale combinational maps, ranked by the image's own scores. NL-CCAM evaluates at its training
+    resolution (224 px, 14 × 14 maps); at the CPU recipe's 64 px a single scale gives 8 × 8 maps that
+    localise poorly for any classifier (docs/cicam.md, "Why the first numbers were near zero")."""
     import torch
 
     from wsssbench.models.nonlocal_vgg import combinational_map
-    from wsssbench.stages.common import to_tensor
-    with torch.no_grad():
-        logits, cams = model.logits_and_cams(to_tensor(image)[None].to(ctx.device))
-        combined = combinational_map(cams[0], logits[0], positive_ranks(ctx.cfg, logits.shape[1]))
-    return torch.softmax(logits[0].float(), 0), combined.float().expand(logits.shape[1], -1, -1)
+    logits, cams = scaled_raw_cams(ctx, model, image)
+    combined = combinational_map(cams, logits, positive_ranks(ctx.cfg, len(logits)))
+    return torch.softmax(logits, 0), combined.float().expand(len(logits), -1, -1)
 
 
 NLCCAM = Method(
@@ -85,6 +116,6 @@ NLCCAM = Method(
             "(Yang et al. 2020)",
     build_classifier=build_nlccam,
     train_step=nlccam_step,
-    wsol_maps=combinational_maps,
+    wsol_maps=multiscale_combinational_maps,
 )
 METHODS.add("nlccam", NLCCAM)

@@ -77,6 +77,57 @@ def test_combinational_map_against_a_loop():
     assert np.allclose(got, expected) and got.min() == 0
 
 
+def loop_hook_maps(model, image: np.ndarray, scales, flip: bool, positive: int):
+    """The combinational map over scales restated: per scale and flip, the raw CAMs of the bilinearly
+    rescaled image, un-flipped, bilinearly upsampled to the image, summed; ranked by the image's own
+    logits (no ReLU: NL-CCAM combines signed maps)."""
+    import torch.nn.functional as F
+
+    from wsssbench.stages.common import to_tensor
+    x = to_tensor(image)[None]
+    h, w = image.shape[:2]
+    with torch.no_grad():
+        logits = model.logits_and_cams(x)[0][0]
+        total = torch.zeros(logits.shape[0], h, w)
+        for s in scales:
+            xs = x if s == 1 else F.interpolate(x, size=(round(h * s), round(w * s)), mode="bilinear",
+                                                align_corners=False)
+            for flipped in ([False, True] if flip else [False]):
+                cams = model.logits_and_cams(xs.flip(-1) if flipped else xs)[1]
+                cams = cams.flip(-1) if flipped else cams
+                total += F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)[0]
+    scores = logits.numpy()
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    gamma = loop_weights(len(scores), positive)
+    combined = sum(gamma[r] * total[c].double().numpy() for r, c in enumerate(order))
+    return torch.softmax(logits, 0).numpy(), combined - combined.min()
+
+
+@pytest.mark.parametrize("scales, flip", [((2.0, 3.0), True), ((1.0,), False), ((1.0, 0.5), True)])
+def test_wsol_hook_follows_cam_scales_and_flip_at_the_image_size(scales, flip):
+    """The hook used to combine the 1x CAMs only, at the feature resolution (8 x 8 on a 64-px image),
+    ignoring cam_scales/cam_flip that the CAM baseline's maps use: such maps localised almost nothing."""
+    from types import SimpleNamespace
+
+    from wsssbench.methods.nlccam import multiscale_combinational_maps as combinational_maps
+    torch.manual_seed(0)
+    model = NonLocalCAM(build_backbone("small", pretrained=None, output_stride=8), 4).eval()
+    for block in model.nonlocal_blocks.values():                    # non-identity attention
+        torch.nn.init.normal_(block.bn.weight)
+    cfg = make_config(METHODS.get("nlccam"),
+                      {"cam_scales": ",".join(map(str, scales)), "cam_flip": str(flip).lower()})
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3)).astype(np.uint8)
+    scores, maps = combinational_maps(SimpleNamespace(cfg=cfg, device="cpu"), model, image)
+    want_scores, want = loop_hook_maps(model, image, scales, flip, positive=2)
+    assert maps.shape == (4, 40, 56)                                # the image's size, (H, W) order
+    assert np.allclose(scores.numpy(), want_scores, atol=1e-6)
+    assert all(np.allclose(m, want, atol=1e-4 * np.abs(want).max()) for m in maps.numpy())
+
+
+def test_nlccam_trains_at_a_stable_rate():
+    assert make_config(METHODS.get("nlccam"), {}).cls_lr == 0.01
+
+
 def plain_bn(q: np.ndarray) -> np.ndarray:
     mean = q.mean(axis=(1, 2), keepdims=True)
     var = ((q - mean) ** 2).mean(axis=(1, 2), keepdims=True)
