@@ -338,3 +338,23 @@ def test_records_scored_with_different_protocols_are_not_averaged(tmp_path):
     b.write(tmp_path / "b.json")
     result = _invoke("table", "conta:1", "--runs", str(tmp_path))
     assert result.exit_code == 2 and "irn, seam" in result.output
+
+
+@pytest.mark.parametrize("table_id", ["cicam:3", "cicam:1", "conta:2", "A1"])
+def test_rich_fits_an_80_column_terminal_by_wrapping(table_id):
+    """No line wider than the terminal, and every printed value still there (wrapped, never cut)."""
+    from rich.console import Console
+    table = TABLES[table_id]
+    console = Console(record=True, width=80)
+    console.print(render(table, "rich"))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    flat = re.sub(r"[\s│┃]", "", text)
+    for (_, column), cell in table.cells.items():
+        if cell.number is not None:
+            assert cell.value in flat, (column, cell.value)
+    # the label column too (text columns used to be squeezed to nothing): its fragments, line by line
+    at = 1 + table.grouped
+    labels = re.sub(r"\s", "", "".join(line.split("│")[at] for line in text.splitlines() if line.startswith("│")))
+    for spec in table.rows:
+        assert re.sub(r"\s", "", spec.label) in labels, spec.label

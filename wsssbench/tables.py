@@ -486,12 +486,10 @@ def _render_rich(table, header, body, aligns, bold, notes, reproduced):
         return Text("\n".join([f"{table.id} ({table.paper})", table.caption, *notes]))
     out = RichTable(title=f"{table.id} ({table.paper})", caption="\n".join([table.caption, *notes]),
                     caption_justify="left")
-    for j, (name, align) in enumerate(zip(header, aligns)):
-        # wrap, never truncate: a text column keeps room for its longest word (up to 12), so it is never
-        # squeezed to nothing beside the numbers; the rest wraps in a narrow terminal
-        words = [w for line in body for w in line[j].split()] + name.split()
-        out.add_column(name, justify="right" if align == "r" else "left", overflow="fold",
-                       min_width=None if align == "r" else min(max(map(len, words), default=1), 12))
+    for name, align in zip(header, aligns):
+        # every column may wrap (long headers too), so a narrow terminal wraps cells instead of cutting
+        # the table or squeezing a text column to nothing beside unbreakable numeric ones
+        out.add_column(name, justify="right" if align == "r" else "left", overflow="fold")
     for i, line in enumerate(body):
         shown = [Text(v, style="bold" if (i, j) in bold else "") for j, v in enumerate(line)]
         if _repeats_group(table, body, i):
