@@ -166,6 +166,12 @@ def test_bold_where_the_paper_prints_bold():
     assert re.search(r"\x1b\[1m +75\.56", console.export_text(styles=True))
 
 
+def test_latex_captions_say_what_the_paper_says():
+    """CI-CAM's "* indicates our re-implemented results": a star, not the text extraction's escaped one."""
+    tex = render(TABLES["cicam:1"], "latex")
+    assert r"\caption{Performance on the CUB-200-2011 test set. * indicates" in tex and "textbackslash" not in tex
+
+
 def test_superscripts_and_latex():
     table = TABLES["conta:2"]
     assert "47.9<sup>+1.4</sup>" in render(table, "md")
