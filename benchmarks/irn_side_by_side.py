@@ -29,7 +29,8 @@ from wsssbench.methods_api import METHODS, make_config
 from wsssbench.models import CAMClassifier, build_backbone
 from wsssbench.stages.common import irn_resize_long, poly_lr, random_crop, to_tensor
 from wsssbench.stages.infer_cams import max_normalise, multiscale_cams
-from wsssbench.stages.train_classifier import freeze, make_optimizer, param_groups
+from wsssbench.methods_api import CLS_OPTIMIZERS
+from wsssbench.stages.train_classifier import freeze
 
 CFG = make_config(METHODS.get("cam"), {"recipe": "paper"})
 NUM_CLASSES = 20
@@ -107,7 +108,7 @@ def compare_training(irn, dtype=torch.float32, steps: int = 2, total: int = 10, 
         {"params": groups[0], "lr": lr, "weight_decay": wd},
         {"params": groups[1], "lr": 10 * lr, "weight_decay": wd}], lr=lr, weight_decay=wd, max_step=total)
     ours.train()
-    opt_ours = make_optimizer(param_groups(ours, lr, wd), lr, wd, CFG.cls_optimizer)
+    opt_ours = CLS_OPTIMIZERS.get(CFG.cls_optimizer)(ours, lr, wd)
     gen = torch.Generator().manual_seed(1)
     out = {"bn_statistics_moved": 0.0, "frozen_moved": 0.0}
     before = {k: v.clone() for k, v in ours.state_dict().items()}

@@ -14,7 +14,7 @@ from wsssbench.methods_api import METHODS, CamConfig, make_config, stage_fields
 from wsssbench.models import CAMClassifier, build_backbone
 from wsssbench.stages.common import irn_resize_long, pil_rescale, random_crop
 from wsssbench.stages.infer_cams import multiscale_cams
-from wsssbench.stages.train_classifier import freeze, make_optimizer, param_groups
+from wsssbench.stages.train_classifier import freeze, irn_optimizer, param_groups, sgd_optimizer
 
 
 def test_tiny_is_the_default_and_paper_sets_irn():
@@ -33,8 +33,8 @@ def test_set_wins_over_the_recipe():
 def test_unknown_recipe_and_choice_are_user_errors():
     with pytest.raises(UserError, match="no recipe 'nope'; recipes: tiny, paper"):
         make_config(METHODS.get("cam"), {"recipe": "nope"})
-    with pytest.raises(UserError, match="cls_optimizer=adam: use one of sgd, irn"):
-        make_config(METHODS.get("cam"), {"cls_optimizer": "adam"})
+    with pytest.raises(UserError, match="cls_optimizer=nope: use one of irn, sgd"):
+        make_config(METHODS.get("cam"), {"cls_optimizer": "nope"})
     result = CliRunner().invoke(app, ["run", "cam", "--recipe", "nope"])
     assert result.exit_code == 2 and "no recipe 'nope'" in result.output
 
@@ -49,19 +49,25 @@ def test_recipe_label_keys_no_artifact_and_new_fields_key_their_stage():
 
 def test_irn_optimiser_puts_weight_decay_in_the_momentum_slot():
     # IRN misc/torchutils.py PolyOptimizer: SGD(params, lr, weight_decay) -> momentum = 1e-4; the groups of
-    # step/train_cam.py keep weight_decay 1e-4 each
-    model = torch.nn.Conv2d(2, 2, 1)
-    groups = [{"params": [model.weight], "lr": 0.1, "weight_decay": 1e-4}]
-    opt = make_optimizer(groups, 0.1, 1e-4, "irn")
-    assert (opt.param_groups[0]["momentum"], opt.param_groups[0]["weight_decay"]) == (1e-4, 1e-4)
-    sgd = make_optimizer([{"params": [model.bias], "lr": 0.1, "weight_decay": 1e-4}], 0.1, 1e-4, "sgd")
-    assert sgd.param_groups[0]["momentum"] == 0.9
+    # step/train_cam.py keep weight_decay 1e-4 each, the head at 10x lr
+    model = CAMClassifier(build_backbone("small", output_stride=8), 3)
+    opt = irn_optimizer(model, 0.1, 1e-4)
+    assert [(g["momentum"], g["weight_decay"], g["lr"], g["base_lr"]) for g in opt.param_groups] == [
+        (1e-4, 1e-4, 0.1, 0.1), (1e-4, 1e-4, 1.0, 1.0)]
+    assert [g["momentum"] for g in sgd_optimizer(model, 0.1, 1e-4).param_groups] == [0.9, 0.9]
+
+
+class _One(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.tensor([1.0]))
 
 
 def test_irn_optimiser_two_steps_by_hand():
     # momentum buffer b1 = g1 + wd p0; b2 = mu b1 + (g2 + wd p1), mu = 1e-4: the plain SGD update re-stated
-    p = torch.nn.Parameter(torch.tensor([1.0]))
-    opt = make_optimizer([{"params": [p], "lr": 0.1, "weight_decay": 1e-4}], 0.1, 1e-4, "irn")
+    model = _One()
+    p = model.p
+    opt = irn_optimizer(model, 0.1, 1e-4)
     expected, buf = 1.0, 0.0
     for g in (0.5, -0.25):
         p.grad = torch.tensor([g])
@@ -69,6 +75,14 @@ def test_irn_optimiser_two_steps_by_hand():
         buf = 1e-4 * buf + g + 1e-4 * expected
         expected -= 0.1 * buf
     assert p.item() == pytest.approx(expected, abs=1e-7)
+
+
+def test_segmenter_step_schedule_and_optimiser_choice():
+    from wsssbench.stages.train_segmenter import seg_lr
+    assert [seg_lr(1e-3, it, 8000, 2000) for it in (0, 1999, 2000, 7999)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-6])
+    assert seg_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5 ** 0.9)
+    with pytest.raises(UserError, match="seg_optimizer=adam: use one of"):
+        make_config(METHODS.get("cam"), {"seg_optimizer": "adam"})
 
 
 def _frozen_classifier() -> CAMClassifier:
@@ -81,8 +95,7 @@ def _frozen_classifier() -> CAMClassifier:
 def test_frozen_blocks_take_no_gradient_and_fixed_bn_keeps_its_statistics():
     model = _frozen_classifier()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    groups = param_groups(model, 0.1, 1e-4)
-    opt = make_optimizer(groups, 0.1, 1e-4, "irn")
+    opt = irn_optimizer(model, 0.1, 1e-4)
     torch.nn.functional.multilabel_soft_margin_loss(model(torch.randn(2, 3, 32, 32)),
                                                     torch.tensor([[1.0, 0, 0], [0, 1, 1]])).backward()
     opt.step()

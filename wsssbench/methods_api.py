@@ -78,7 +78,7 @@ class CamConfig:
     cls_lr: float = 0.1                 # IRN cam_learning_rate 0.1 (head 10x, as IRN's trainable_parameters)
     cls_weight_decay: float = 1e-4      # IRN cam_weight_decay 1e-4
     cls_workers: int = 0                # DataLoader worker processes (0: load in the main process)
-    cls_optimizer: str = "sgd"          # "sgd": momentum 0.9 + weight decay (the paper's intent); "irn": as IRN's
+    cls_optimizer: str = "sgd"          # CLS_OPTIMIZERS: "sgd": momentum 0.9 + weight decay (the paper's intent); "irn": as IRN's
     #                                   code does (misc/torchutils.py PolyOptimizer: momentum = cls_weight_decay)
     cls_augment: str = "toolkit"        # "toolkit": bilinear rescale of the normalised image; "irn": IRN's
     #                                   (voc12/dataloader.py): integer long side, PIL bicubic on uint8, then normalise
@@ -121,6 +121,9 @@ class CamConfig:
     seg_batch_size: int = 8             # CONTA 5 x 2, C2AM 10 x 2
     seg_lr: float = 0.01                # deeplab-pytorch 2.5e-4 with pretrained ResNet-101 (poly 0.9)
     seg_weight_decay: float = 5e-4      # deeplab-pytorch 5e-4
+    seg_optimizer: str = "sgd"          # SEG_OPTIMIZERS: "sgd": one group, momentum 0.9 (the toolkit's DeepLab)
+    seg_lr_step: int = 0                # 0: poly 0.9 (deeplab-pytorch); N: lr / 10 every N iterations (Caffe
+    #                                   "step" policy, gamma 0.1: SEC every 2,000, DSRG every 2,000)
     seg_size: int = 64                  # training crop side (deeplab-pytorch crop 321)
     seg_crf: bool = False               # post-CRF (10 iters, Gaussian w3 xy1, bilateral w4 xy67 rgb3)
     seg_protocol: str = "deeplab"       # evaluation preset for the segmentation stage
@@ -183,8 +186,8 @@ class Recipe:
 #: the recipe every method has: its config's defaults.
 TINY = Recipe("tiny", "the CPU defaults (synthetic tiny, small backbone)")
 
-#: the values the choice fields accept.
-CHOICES = {"cls_optimizer": ("sgd", "irn"), "cls_augment": ("toolkit", "irn"), "cam_arithmetic": ("toolkit", "irn")}
+#: the values the choice fields accept (the optimiser fields accept their registries' names).
+CHOICES = {"cls_augment": ("toolkit", "irn"), "cam_arithmetic": ("toolkit", "irn")}
 
 
 def _default(name: str) -> Callable:
@@ -196,6 +199,18 @@ def _default(name: str) -> Callable:
     hook.__qualname__ = name
     hook.__module__ = "wsssbench.methods_api"
     return hook
+
+
+#: Classifier optimisers (``--set cls_optimizer=NAME``): ``fn(model, lr, weight_decay) -> torch.optim.Optimizer``
+#: whose param groups each carry ``base_lr``, the learning rate the poly schedule scales. A method registers
+#: its reference code's optimiser here from its own module (SEAM/PSA's four parameter groups, CI-CAM's Adam).
+CLS_OPTIMIZERS: Registry[Callable] = Registry("classifier optimiser")
+CLS_OPTIMIZERS.add("sgd", _default("wsssbench.stages.train_classifier.sgd_optimizer"))
+CLS_OPTIMIZERS.add("irn", _default("wsssbench.stages.train_classifier.irn_optimizer"))
+
+#: Segmenter optimisers (``--set seg_optimizer=NAME``), the same signature; the schedule is ``seg_lr_step``'s.
+SEG_OPTIMIZERS: Registry[Callable] = Registry("segmenter optimiser")
+SEG_OPTIMIZERS.add("sgd", _default("wsssbench.stages.train_segmenter.sgd_optimizer"))
 
 
 @dataclass(frozen=True)
@@ -352,7 +367,8 @@ def make_config(method: Method, overrides: dict[str, str] | None = None) -> CamC
 
 def check_choices(cfg: CamConfig) -> None:
     """One UserError for a choice field (:data:`CHOICES`) set to a value it does not take."""
-    for name, allowed in CHOICES.items():
+    choices = {**CHOICES, "cls_optimizer": CLS_OPTIMIZERS.names(), "seg_optimizer": SEG_OPTIMIZERS.names()}
+    for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise UserError(f"--set {name}={getattr(cfg, name)}: use one of {', '.join(allowed)}")
 

@@ -43,14 +43,16 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list
             {"params": head, "lr": 10 * lr, "weight_decay": weight_decay, "base_lr": 10 * lr}]
 
 
-def make_optimizer(groups: list[dict], lr: float, weight_decay: float, flavour: str = "sgd") -> torch.optim.SGD:
-    """SGD over ``groups`` (each with its own lr and weight decay). ``"sgd"``: momentum 0.9 (the paper's
-    intent); ``"irn"``: as IRN's code — misc/torchutils.py PolyOptimizer calls ``SGD(params, lr,
-    weight_decay)``, whose third positional slot is momentum, so momentum = ``weight_decay`` (the
-    groups of step/train_cam.py keep their own weight decay)."""
-    if flavour == "irn":
-        return torch.optim.SGD(groups, lr, weight_decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+def sgd_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
+    """``cls_optimizer=sgd``: :func:`param_groups` with momentum 0.9 and weight decay (the paper's intent)."""
+    return torch.optim.SGD(param_groups(model, lr, weight_decay), lr=lr, momentum=0.9)
+
+
+def irn_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
+    """``cls_optimizer=irn``: as IRN's code — misc/torchutils.py PolyOptimizer calls ``SGD(params, lr,
+    weight_decay)``, whose third positional slot is momentum, so momentum = ``weight_decay`` (the groups of
+    step/train_cam.py keep their own weight decay)."""
+    return torch.optim.SGD(param_groups(model, lr, weight_decay), lr, weight_decay)
 
 
 def freeze(model: torch.nn.Module, blocks: int, fixed_bn: bool) -> None:
@@ -68,7 +70,7 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
           weight_decay: float, size: int, rescale: tuple[float, float] = (1.0, 1.0), workers: int = 0,
           extras: Callable | None = None, progress=None, optimizer: str = "sgd",
           augment: str = "toolkit") -> list[float]:
-    """SGD (:func:`make_optimizer`'s ``optimizer`` flavour) with the poly schedule; returns the mean loss
+    """The ``optimizer`` of :data:`~wsssbench.methods_api.CLS_OPTIMIZERS` with the poly schedule; returns the mean loss
     per epoch. ``extras(sample)``: the per-image inputs augmented with each image; ``augment``: how
     (:class:`ImageLabels`)."""
     device = torch.device(ctx.device)
@@ -80,7 +82,8 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
                                          generator=gen, num_workers=workers, pin_memory=ctx.device == "cuda",
                                          persistent_workers=workers > 0)
-    opt = make_optimizer(param_groups(model, lr, weight_decay), lr, weight_decay, optimizer)
+    from ..methods_api import CLS_OPTIMIZERS
+    opt = CLS_OPTIMIZERS.get(optimizer)(model, lr, weight_decay)
     total = epochs * len(loader)
     losses, it = [], 0
     task = progress.add_task("train classifier", total=total) if progress else None

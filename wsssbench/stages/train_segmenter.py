@@ -39,6 +39,22 @@ def cross_entropy_step(ctx, model, batch) -> torch.Tensor:
     return DeepLabV2.loss(model.outputs(batch["image"]), batch["mask"])
 
 
+def sgd_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
+    """``seg_optimizer=sgd``: every parameter in one group, momentum 0.9, weight decay."""
+    return torch.optim.SGD([{"params": list(model.parameters()), "base_lr": lr}], lr=lr, momentum=0.9,
+                           weight_decay=weight_decay)
+
+
+def seg_lr(base: float, it: int, total: int, step: int = 0) -> float:
+    """The segmenter's learning rate at iteration ``it``: poly 0.9 (``step`` 0, deeplab-pytorch) or
+    Caffe's "step" policy, ``base · 0.1^(it // step)`` (SEC's and DSRG's solver.prototxt).
+
+    >>> [round(seg_lr(1e-3, it, 8000, step=2000), 12) for it in (0, 1999, 2000, 4000)]
+    [0.001, 0.001, 0.0001, 1e-05]
+    """
+    return base * 0.1 ** (it // step) if step else poly_lr(base, it, total)
+
+
 class SegmentationPairs(torch.utils.data.Dataset):
     """One training image resized to ``size``² (bilinear) with its pseudo-mask (nearest), its CAM cues
     (one plane per foreground class, zero for absent ones) and the method's extra inputs."""
@@ -69,7 +85,8 @@ def run(ctx, method, train_samples, masks_dir: Path, cams_dir: Path, predict: di
     model = method.build_segmenter(ctx).to(device)
     data = SegmentationPairs(ctx, train_samples, masks_dir, cams_dir, cfg.seg_size, method_extras(ctx, method))
     gen = torch.Generator().manual_seed(ctx.seed)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.seg_lr, momentum=0.9, weight_decay=cfg.seg_weight_decay)
+    from ..methods_api import SEG_OPTIMIZERS
+    opt = SEG_OPTIMIZERS.get(cfg.seg_optimizer)(model, cfg.seg_lr, cfg.seg_weight_decay)
     task = progress.add_task("train segmenter", total=cfg.seg_iterations) if progress else None
     model.train()
     for it in range(cfg.seg_iterations):
@@ -81,7 +98,7 @@ def run(ctx, method, train_samples, masks_dir: Path, cams_dir: Path, predict: di
                 v[flip] = v[flip].flip(-1)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         for g in opt.param_groups:
-            g["lr"] = poly_lr(cfg.seg_lr, it, cfg.seg_iterations)
+            g["lr"] = seg_lr(g["base_lr"], it, cfg.seg_iterations, cfg.seg_lr_step)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device == "cuda"):
             loss = method.seg_step(ctx, model, batch)
         opt.zero_grad(set_to_none=True)
