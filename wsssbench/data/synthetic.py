@@ -96,6 +96,9 @@ PRESETS = {p.name: p for p in (
     # CPU default: the whole CAM → seeds → random walk → DeepLab pipeline runs in minutes on 2 cores.
     Preset("tiny", num_classes=6, sizes=((64, 64),), size_weights=(1.0,), objects=(0.6, 0.4),
            scale=(0.16, 0.28), seg=(800, 200, 200), loc=(600, 300), confounding=0.8),
+    # tiny's scenes, 5x the images: method comparisons (docs/statistics.md, "A quiet preset").
+    Preset("quiet", num_classes=6, sizes=((64, 64),), size_weights=(1.0,), objects=(0.6, 0.4),
+           scale=(0.16, 0.28), seg=(4000, 1000, 1000), loc=(3000, 1500), confounding=0.8),
     # PASCAL VOC 2012 + SBD split sizes (10,582 train_aug ⊃ 1,464 train; 1,449 val), 20 classes, VOC shapes.
     Preset("voc-shape", num_classes=20, sizes=_VOC_SIZES, size_weights=_VOC_WEIGHTS, objects=(0.5, 0.3, 0.2),
            scale=(0.12, 0.26), seg=(10582, 1464, 1449), loc=None, confounding=0.8),
