@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import yaml
 
+from wsssbench import distributed
 from wsssbench.errors import UserError
 from wsssbench.io import atomic_path, save_figure, write_json
 from wsssbench.methods_api import METHODS, CamConfig, ClassifierStage, Method
@@ -218,13 +219,15 @@ def compute_global_cam(ctx, model, samples, size: int, scales: Sequence[float]) 
     import torch
 
     from wsssbench.stages.common import label_vector
-    from wsssbench.stages.infer_cams import multiscale_cams, same_size_batches
+    from wsssbench.stages.infer_cams import image_groups, multiscale_cams
 
     acc = GlobalCAM(ctx.num_fg, (size, size))
     model.to(ctx.device).eval()
-    for group, images in same_size_batches(ctx.dataset, samples, 16):
+    for group, images in image_groups(ctx.dataset, samples, 16):     # this rank's share under torchrun
         cams, _ = multiscale_cams(model, np.stack(images), scales, True, ctx.device)
         acc.update(cams, torch.stack([label_vector(ctx.dataset, s) for s in group]))
+    if distributed.active():        # additive state: the sums over every rank's images
+        acc.sum, acc.count = distributed.all_reduce_sum(acc.sum), distributed.all_reduce_sum(acc.count)
     return acc
 
 
@@ -254,11 +257,12 @@ def run_c2am(ctx, model, workdir: Path) -> None:
     global_cam = acc.compute()
     constants = class_constants(global_cam)
     names = _fg_class_names(ctx.dataset)
-    with atomic_path(workdir / "global_cam.npz") as tmp:
-        np.savez_compressed(tmp, global_cam=global_cam.numpy(), count=acc.count.numpy(),
-                            constants=constants.numpy(), class_names=np.array(names))
-    plot_global_cams(global_cam, names, workdir / "global_cam.png")
-    plot_constants(constants, names, workdir / "constants.png")
+    if distributed.is_main():       # under torchrun rank 0 writes the artifacts
+        with atomic_path(workdir / "global_cam.npz") as tmp:
+            np.savez_compressed(tmp, global_cam=global_cam.numpy(), count=acc.count.numpy(),
+                                constants=constants.numpy(), class_names=np.array(names))
+        plot_global_cams(global_cam, names, workdir / "global_cam.png")
+        plot_constants(constants, names, workdir / "constants.png")
     gcam = global_cam.to(ctx.device)
     _continue_training(ctx, model, workdir, lambda logits: front_door_logits(logits, gcam))
 

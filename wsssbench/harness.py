@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .data import get_dataset
 from .errors import UserError
 from .io import out_folder
 from .methods_api import METHODS, Context, Method, hook_id, make_config, stage_fields
 from .records import RunRecord
-from .stages.cache import cached, key_hash
+from .stages.cache import cached, cached_ranks, key_hash
 
 
 def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict | None = None,
@@ -29,6 +30,8 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     cfg = make_config(m, overrides)
     out = out_folder(out)
     _check_config(cfg, device)
+    distributed.init(device)
+    progress = progress and distributed.is_main()
     options = dict(dataset_options or {})
     ds = get_dataset(dataset, root, **options)
     ds_key = dataset_key(dataset, ds)
@@ -44,6 +47,10 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
     generation = ds_key.get("generation")
     if generation:
         record.extra["generation"] = generation
+    if distributed.active():
+        record.extra["world_size"] = distributed.world()
+    if not distributed.is_main():       # rank 0 writes the figures and the record
+        return record
     tag = "-".join(str(p) for p in (dataset, preset, _confounding_tag(generation)) if p)
     stem = Path(out) / "records" / method / tag / f"{key_hash(record.config)}-seed{seed}"
     if ds.task != "localization":
@@ -160,15 +167,17 @@ class _Run:
     def ctx(self, round_: int = 0, inputs: dict | None = None) -> Context:
         return Context(self.cfg, self.ds, self.device, self.seed, round_, dict(inputs or {}))
 
-    def stage(self, name: str, key: dict, build) -> Path:
+    def stage(self, name: str, key: dict, build, collective: bool = True) -> Path:
         """Run one cached stage with python, numpy and torch seeded (so what it builds depends on its key alone);
-        time it; turn an out-of-memory error into one line."""
+        time it; turn an out-of-memory error into one line. Under torchrun a ``collective`` build runs on
+        every rank (DDP training, sharded inference), any other on rank 0 alone (:func:`cached_ranks`)."""
         import torch
         from .stages.common import seed_everything
         start = time.perf_counter()
         seed_everything(self.seed)
         try:
-            path, was_cached = cached(self.cache, name, key, build)
+            path, was_cached = (cached_ranks(self.cache, name, key, build, collective) if distributed.active()
+                                else cached(self.cache, name, key, build))
         except torch.cuda.OutOfMemoryError:
             raise UserError(f"stage {name}: out of GPU memory; lower its batch size (--set cls_batch_size=..., "
                             "rw_batch_size=..., seg_batch_size=...)") from None
@@ -220,7 +229,8 @@ class _Run:
             def build_extra(tmp: Path, prev=prev, extra=extra) -> None:
                 model = self.load_classifier(ctx, prev)
                 extra.run(ctx, model, tmp)
-                torch.save(model.state_dict(), tmp / "model.pt")
+                if distributed.is_main():
+                    torch.save(model.state_dict(), tmp / "model.pt")
             folder = self.stage(f"classifier-{extra.name}", key, build_extra)
         return folder, ctx
 
@@ -240,14 +250,21 @@ class _Run:
             infer_cams.run(ctx, self.method, model, images, tmp / "all", self.progress, "CAMs train")
             if val:
                 infer_cams.run(ctx, self.method, model, val, tmp / "val", self.progress, "CAMs val")
-            link_subset(tmp / "all", tmp / "train", scored, ".npz")
+            distributed.barrier()       # every rank's shard written
+            if distributed.is_main():
+                link_subset(tmp / "all", tmp / "train", scored, ".npz")
         return self.stage("cams", key, build)
 
     def evaluation(self, name: str, inputs: Path, params: dict, fn) -> dict:
         """Score an artifact folder once (``params``: the scoring options); the result is cached."""
         from .io import write_json
         key = {"inputs": inputs.name, "what": name, "params": params, "data": self.ds_key}
-        folder = self.stage(f"eval-{name}", key, lambda tmp: write_json(tmp / "result.json", fn()))
+
+        def build(tmp: Path) -> None:
+            result = fn()               # every rank scores its shard; the counts are summed over ranks
+            if distributed.is_main():
+                write_json(tmp / "result.json", result)
+        folder = self.stage(f"eval-{name}", key, build)
         return json.loads((folder / "result.json").read_text())
 
     def seed_rule(self) -> dict:
@@ -268,11 +285,13 @@ class _Run:
                "seed": self.seed, "hook": hook_id(m.expand), "images": _ids_hash(images)}
 
         def build(tmp: Path) -> None:
-            if m.expand is not None:
+            if m.expand is None:
+                expand.run(ctx, cams / "all", images, tmp, self.progress, self.seed_rule())     # sharded
+            elif distributed.is_main():         # a method's own expansion runs on rank 0 alone
                 m.expand(ctx, cams / "all", tmp / "masks")
-            else:
-                expand.run(ctx, cams / "all", images, tmp, self.progress, self.seed_rule())
-            link_subset(tmp / "masks", tmp / "train", scored, ".png")
+            distributed.barrier()
+            if distributed.is_main():
+                link_subset(tmp / "masks", tmp / "train", scored, ".png")
         return self.stage("expand", key, build)
 
     def segmenter(self, ctx: Context, train: list, cams: Path, masks: Path, val: list) -> Path:
@@ -303,7 +322,7 @@ class _Run:
                 raise ValueError(f"{m.name}.next_round returned paths outside its folder: {', '.join(outside)}")
             write_json(tmp / "inputs.json", {k: str(Path(v).resolve().relative_to(tmp.resolve()))
                                              for k, v in made.items()})
-        folder = self.stage(f"round{ctx.round + 1}-inputs", key, build)
+        folder = self.stage(f"round{ctx.round + 1}-inputs", key, build, collective=False)
         return {k: folder / v for k, v in json.loads((folder / "inputs.json").read_text()).items()}
 
     def segmentation(self):

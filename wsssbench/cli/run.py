@@ -60,10 +60,16 @@ def run_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda: bf16 autocast, channels_last)."),
     out: Path = typer.Option(Path("runs"), "--out", help="Folder for the stage cache, run records and figures."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (one per GPU with "
+                              "--device cuda; gloo on CPU): restarts the command under torchrun "
+                              "(docs/scale.md; batch sizes are global)."),
 ) -> None:
     """Run METHOD through every stage (classifier, CAMs, seeds, pseudo-masks, segmentation or WSOL)."""
+    from .. import distributed
     from ..harness import run_method
     from ..io import dumps
+    if nproc != 1:
+        _under_torchrun(nproc, device)
     overrides = parse_sets(sets)
     if "recipe" in overrides:
         raise UserError("choose the recipe with --recipe NAME, not --set recipe=NAME")
@@ -81,11 +87,42 @@ def run_cmd(
         raise UserError(f"--preset and --confounding apply to the synthetic datasets only, not {dataset!r}")
     records = [run_method(method, dataset=dataset, dataset_options=options, root=root, overrides=overrides,
                           seed=s, out=out, device=device, progress=not json_out) for s in parse_seeds(seeds)]
+    if not distributed.is_main():       # under torchrun rank 0 prints
+        return
     summary = summarise(records)
     if json_out:
         typer.echo(dumps(summary))
         return
     print_summary(summary)
+
+
+def _under_torchrun(nproc: int, device: str) -> None:
+    """Replace this process by ``python -m torch.distributed.run --standalone --nproc_per_node N -m wsssbench
+    ...`` (torchrun itself), the same arguments less ``--nproc``."""
+    import os
+    import sys
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: must be at least 1")
+    if "WORLD_SIZE" in os.environ:
+        raise UserError("--nproc under torchrun: torchrun already started the processes; drop --nproc")
+    if device == "cuda":
+        import torch
+        if nproc > torch.cuda.device_count():
+            raise UserError(f"--nproc {nproc} --device cuda: one process per GPU, and torch sees "
+                            f"{torch.cuda.device_count()}")
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "wsssbench", *args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
 
 
 def print_summary(summary: dict) -> None:

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .. import distributed
 from ..cams import load_cams, validate_cams
 from ..data.base import IGNORE, Dataset, Sample, read_mask
 from ..errors import UserError
@@ -307,8 +308,10 @@ def evaluate_seeds(dataset: Dataset, split: str, cams_dir, *, threshold: float |
     files = _match_files(samples, Path(cams_dir), (".npz", ".npy"), "CAM")
     jobs = [(dataset, chunk, rule) for chunk in _chunks(list(zip(samples, files)))]
     acc = SeedAccumulator(dataset.num_classes, len(rule.values))
-    for part in _run(_seed_chunk, jobs, progress, "seeds", workers):
+    for part in _run(_seed_chunk, distributed.shard(jobs), progress, "seeds", workers):
         acc.merge(part)
+    if distributed.active():        # each rank scored its shard: sum the counts
+        acc.hist, acc.ctx = distributed.all_reduce_sum(acc.hist), distributed.all_reduce_sum(acc.ctx)
     confs, ctxs = acc.confusions()
     unsort = np.argsort(rule.order)
     confs, ctxs = confs[unsort], ctxs[unsort]
@@ -390,9 +393,11 @@ def evaluate_masks(dataset: Dataset, split: str, masks_dir, *, protocol: str = "
     files = _match_files(samples, Path(masks_dir), (".png",), "mask")
     jobs = [(dataset, chunk) for chunk in _chunks(list(zip(samples, files)))]
     cm, ctx = ConfusionMatrix(dataset.num_classes), np.zeros(dataset.num_classes, np.int64)
-    for part_cm, part_ctx in _run(_mask_chunk, jobs, progress, "masks", workers):
+    for part_cm, part_ctx in _run(_mask_chunk, distributed.shard(jobs), progress, "masks", workers):
         cm.merge(part_cm)
         ctx += part_ctx
+    if distributed.active():        # each rank scored its shard: sum the counts
+        cm.matrix, cm.void, ctx = (distributed.all_reduce_sum(a) for a in (cm.matrix, cm.void, ctx))
     has_ctx = _has_context(dataset, samples)
     results = {}
     for proto in protocols:

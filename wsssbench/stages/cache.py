@@ -67,6 +67,41 @@ def cached(root: Path, name: str, key: dict[str, Any], build: Callable[[Path], N
     return final, False
 
 
+def cached_ranks(root: Path, name: str, key: dict[str, Any], build: Callable[[Path], None],
+                 collective: bool) -> tuple[Path, bool]:
+    """:func:`cached` for the ranks of a torchrun job: every rank gets the same folder and answer.
+
+    Rank 0 holds the lock, decides "cached" for all, makes the temporary folder and publishes it; a
+    ``collective`` build runs on every rank into that one folder (each writes its own shard's files),
+    any other on rank 0 alone; the ranks meet at a barrier before rank 0 publishes and after.
+    """
+    from .. import distributed as dist
+    final = stage_dir(root, name, key)
+    tmp = final.with_name(f".{final.name}.tmp")
+    with contextlib.ExitStack() as stack:
+        done = False
+        if dist.is_main():
+            stack.enter_context(_stage_lock(final))
+            done = is_done(final)
+            if not done:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+        if dist.broadcast_flag(done):
+            return final, True
+        if collective or dist.is_main():
+            build(tmp)
+        dist.barrier()
+        if dist.is_main():
+            write_json(tmp / "key.json", key)
+            (tmp / DONE).write_text("")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    dist.barrier()
+    return final, False
+
+
 @contextlib.contextmanager
 def _stage_lock(final: Path, wait: bool = True):
     """An exclusive ``flock`` on ``.<stage>.lock`` beside the stage (released by the OS if the holder dies).

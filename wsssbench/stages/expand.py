@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import distributed
 from ..cams import load_cams
 from ..data.base import mask_png
 from ..io import atomic_path
@@ -207,15 +208,16 @@ def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None, seed_rule: d
         conf = out_dir / "confident"
         train = samples[:cfg.rw_train_images] if cfg.rw_train_images else samples
         task = progress.add_task("confident labels (CRF)", total=len(train)) if progress else None
-        for sample in train:
+        for sample in distributed.shard(train):         # by image under torchrun
             cam = load_cams(cams_dir / f"{sample.id}.npz")
             save_mask(conf / f"{sample.id}.png", confident_labels(ctx.dataset.load_image(sample), cam.cams, cam.keys,
                                                                  cfg.rw_conf_fg, cfg.rw_conf_bg))
             if progress:
                 progress.advance(task)
+        distributed.barrier()                           # every rank's confident labels written
         net = train_affinity(ctx, train, conf, out_dir, progress)
     task = progress.add_task(f"pseudo-masks ({cfg.expansion})", total=len(samples)) if progress else None
-    for sample in samples:
+    for sample in distributed.shard(samples):
         cam = load_cams(cams_dir / f"{sample.id}.npz")
         image = ctx.dataset.load_image(sample)
         if cfg.expansion == "rw":

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..cams import save_cams
 from .common import extra_tensors, fg_index, pil_rescale, to_tensor
 from .train_classifier import method_extras
@@ -84,7 +85,7 @@ def run(ctx, method, model, samples, out_dir: Path, progress=None, label: str = 
     takes = set(getattr(model, "extra_input_names", ()))
     extras = method_extras(ctx, method) if takes else None
     task = progress.add_task(label, total=len(samples)) if progress else None
-    for group, images in same_size_batches(ctx.dataset, samples, batch):
+    for group, images in image_groups(ctx.dataset, samples, batch):
         per_image = [extra_tensors(extras, s, im.shape[:2]) for s, im in zip(group, images)]
         stacked = {k: torch.stack([e[k] for e in per_image]) for k in per_image[0] if k in takes}
         cams, scores = multiscale_cams(model, np.stack(images), cfg.cam_scales, cfg.cam_flip, ctx.device, stacked,
@@ -98,6 +99,34 @@ def run(ctx, method, model, samples, out_dir: Path, progress=None, label: str = 
                       norm="max", scores=score.cpu().numpy())
         if progress:
             progress.advance(task, len(group))
+
+
+def image_groups(dataset, samples, batch: int):
+    """This rank's :func:`same_size_batches` (all of them in a plain run). Under torchrun the runs are
+    cut from the image sizes in the files' headers, exactly as one process cuts them, and dealt out
+    round-robin: each image goes through the network in the same batch as in one process, so its CAMs
+    are the same numbers."""
+    if not distributed.active():
+        yield from same_size_batches(dataset, samples, batch)
+        return
+    from PIL import Image
+
+    from ..data.base import Dataset
+
+    def shape(sample):
+        if type(dataset).load_image is Dataset.load_image:      # read_image(sample.image): the header says
+            with Image.open(sample.image) as im:
+                return im.size[::-1]
+        return dataset.load_image(sample).shape[:2]
+    runs, last = [], None
+    for sample in samples:
+        size = shape(sample)
+        if not runs or size != last or len(runs[-1]) == batch:
+            runs.append([])
+        runs[-1].append(sample)
+        last = size
+    for group in distributed.shard(runs):
+        yield group, [dataset.load_image(s) for s in group]
 
 
 def same_size_batches(dataset, samples, batch: int):

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import UserError
 from .common import ImageLabels, poly_lr
 
@@ -79,15 +80,24 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
         model.to(memory_format=torch.channels_last)
     data = ImageLabels(ctx.dataset, samples, size, train=True, rescale=rescale, extras=extras, augment=augment)
     gen = torch.Generator().manual_seed(ctx.seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
-                                         generator=gen, num_workers=workers, pin_memory=ctx.device == "cuda",
-                                         persistent_workers=workers > 0)
+    sampler = None
+    if distributed.active():    # batch_size is global: each of N ranks takes batch_size / N of a shuffled shard
+        batch_size = distributed.local_batch(batch_size, "cls_batch_size")
+        sampler = torch.utils.data.DistributedSampler(data, seed=ctx.seed)
+    per_rank = len(sampler) if sampler is not None else len(data)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                                         drop_last=per_rank > batch_size, generator=gen, num_workers=workers,
+                                         pin_memory=ctx.device == "cuda", persistent_workers=workers > 0)
     from ..methods_api import CLS_OPTIMIZERS
     opt = CLS_OPTIMIZERS.get(optimizer)(model, lr, weight_decay)
+    forward, module = distributed.wrap_step(model, step, ctx)
+    module.train()
     total = epochs * len(loader)
     losses, it = [], 0
     task = progress.add_task("train classifier", total=total) if progress else None
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         running = 0.0
         for batch in loader:
             for g in opt.param_groups:
@@ -96,7 +106,7 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
             if ctx.device == "cuda":
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device == "cuda"):
-                loss = step(ctx, model, batch)
+                loss = forward(batch)
             if not math.isfinite(loss.item()):
                 raise UserError(f"classifier training diverged (loss {loss.item()}) at step {it}; "
                                 "lower cls_lr with --set cls_lr=...")
@@ -108,6 +118,9 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
             if progress:
                 progress.advance(task)
         losses.append(running / max(len(loader), 1))
+        if distributed.active():    # the mean over ranks
+            total_loss = distributed.all_reduce_sum(torch.tensor(losses[-1], dtype=torch.float64))
+            losses[-1] = float(total_loss) / distributed.world()
     model.eval()
     return losses
 
@@ -127,6 +140,7 @@ def run(ctx, method, samples, workdir: Path, progress=None) -> torch.nn.Module:
                    lr=cfg.cls_lr, weight_decay=cfg.cls_weight_decay, size=cfg.cls_size, rescale=cfg.cls_rescale,
                    workers=cfg.cls_workers, extras=method_extras(ctx, method), progress=progress,
                    optimizer=cfg.cls_optimizer, augment=cfg.cls_augment)
-    torch.save(model.state_dict(), workdir / "model.pt")
-    write_json(workdir / "log.json", {"epoch_loss": losses, "pretrained": pretrained_source(cfg)})
+    if distributed.is_main():
+        torch.save(model.state_dict(), workdir / "model.pt")
+        write_json(workdir / "log.json", {"epoch_loss": losses, "pretrained": pretrained_source(cfg)})
     return model

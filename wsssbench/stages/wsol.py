@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed
 from ..cams import save_cams
 from .infer_cams import multiscale_cams
 
@@ -31,7 +32,7 @@ def run(ctx, method, model, samples, out_dir: Path, progress=None) -> None:
     """Write ``<id>.npz``: min-max maps of the top-5 predicted classes and the true ones, all scores."""
     model.to(ctx.device).eval()
     task = progress.add_task("localization maps", total=len(samples)) if progress else None
-    for sample in samples:
+    for sample in distributed.shard(samples):       # by image under torchrun
         scores, maps = method.wsol_maps(ctx, model, ctx.dataset.load_image(sample))
         keys = sorted(set(torch.topk(scores, min(5, len(scores))).indices.tolist()) | set(sample.labels))
         save_cams(out_dir / f"{sample.id}.npz", keys, minmax(maps[keys]).cpu().numpy().astype(np.float32),
