@@ -43,8 +43,10 @@ from wsssbench.io import atomic_path, save_figure, write_json
 from wsssbench.methods_api import METHODS, CamConfig, Method
 
 #: the baselines CONTA deploys on (paper Sec. 4.1) and the issue that brings each that is not here yet
-BASES = {"irnet": None, "cam": None, "seam": None, "dsrg": "the SEC/DSRG issue, #20",
-         "sec": "the SEC/DSRG issue, #20"}
+BASES = {"irnet": None, "cam": None, "seam": None, "dsrg": "the SEC/DSRG issue, #20", "sec": None}
+#: a base's own default round count where it is not ``rounds``'s (appendix 4.1: IRNet+CONTA and SEC+CONTA
+#: "achieve the best performance at round = 3", Table A3's Round = 3 row)
+BASE_ROUNDS = {"sec": 3}
 BLOCKS = {"2": (2,), "3": (3,), "4": (4,), "5": (5,), "dense": (2, 3, 4, 5)}
 MTS = ("adjusted", "seg_mask")
 CONFOUNDERS = ("seg_mask", "pseudo_mask")
@@ -83,6 +85,8 @@ class ContaConfig(CamConfig):
         for f in dataclasses.fields(CamConfig):
             if f.name not in given and f.name != "rounds":
                 setattr(self, f.name, getattr(base, f.name))
+        if "rounds" not in given:
+            self.rounds = BASE_ROUNDS.get(self.base, self.rounds)
         if self.rounds and not self.seg_enabled:
             raise UserError("conta: X_m and the confounder set come from the segmentation model; "
                             "keep seg_enabled=true (or --set rounds=0 for the baseline alone)")
@@ -240,6 +244,25 @@ def image_frame(h: int, w: int) -> np.ndarray:
     return out
 
 
+def expand(ctx, cams_dir: Path, out_dir: Path) -> None:
+    """The base's expand hook (SEC's cues); a base without one gets the toolkit's ``expansion`` of the
+    images whose CAMs ``cams_dir`` holds, in the harness's order (its classifier images, then the rest)."""
+    hook = _base(ctx).expand
+    if hook is not None:
+        return hook(ctx, cams_dir, out_dir)
+    from wsssbench.stages import expand as stage
+    from wsssbench.stages.common import train_split
+    ds, cfg = ctx.dataset, ctx.cfg
+    have = {p.stem for p in Path(cams_dir).glob("*.npz")}
+    images, seen = [], set()
+    for sample in ds.samples(train_split(ds)) + ds.samples("train"):
+        if sample.id in have and sample.id not in seen:
+            images.append(sample)
+            seen.add(sample.id)
+    rule = {"alpha": cfg.seed_alpha} if cfg.seed_alpha is not None else {"threshold": cfg.seed_threshold}
+    stage.run(ctx, cams_dir, images, Path(out_dir).parent, None, rule)
+
+
 def refine_cams(ctx, model, image, cams):
     base = _base(ctx).refine_cams
     return cams if base is None else base(ctx, model, image, cams)
@@ -381,6 +404,7 @@ METHODS.add("conta", Method(
     build_classifier=build_classifier,
     train_step=train_step,
     refine_cams=refine_cams,
+    expand=expand,
     build_segmenter=build_segmenter,
     seg_step=seg_step,
     segment_train=True,
