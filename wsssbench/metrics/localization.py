@@ -119,6 +119,12 @@ class BoxProtocol:
     boxes: Callable[[np.ndarray, np.ndarray], LevelBoxes]
     frame_size: tuple[int, int] = (224, 224)
     thetas: np.ndarray = field(default_factory=lambda: THETA_GRID)
+    threshold: float = WSOL.threshold       # the θ of Top-k and GT-known when none is given (its paper's)
+    #: ``to_image(boxes, (fh, fw), (W, H))``: boxes scaled from the frame back to the image, where the
+    #: protocol compares them with the unscaled ground truth (CI-CAM); None: the ground truth is scaled
+    #: into the frame (``resize_box``, wsolevaluation)
+    to_image: Callable[[np.ndarray, tuple[int, int], tuple[int, int]], np.ndarray] | None = None
+    iou: Callable[[np.ndarray, np.ndarray], np.ndarray] = box_iou
 
 
 BOX_PROTOCOLS: Registry[BoxProtocol] = Registry("box protocol")
@@ -188,22 +194,154 @@ def nlccam_boxes(scoremap: np.ndarray, thetas: np.ndarray) -> LevelBoxes:
     """:func:`nlccam_box` at every θ, one box per mask (also MaxBoxAccV2's: NL-CCAM draws one box).
 
     Each mask is ``{s > max(θ · max, mean kept)}``, an upper level set of the map, so masks with the
-    same pixel count are the same mask and are boxed once."""
+    same pixel count are the same mask, all boxed in one pass (:func:`~.upper_boxes.upper_set_boxes`)."""
+    from .upper_boxes import upper_set_boxes
     values = np.sort(scoremap, axis=None)
     cuts = np.asarray(thetas, dtype=np.float64) * values[-1]
     above = np.concatenate([np.cumsum(values[::-1])[::-1], [0.0]])      # sum of values[i:]
     means = above[np.searchsorted(values, cuts, side="right")] / values.size
     counts = (values.size - np.searchsorted(values, np.maximum(cuts, means), side="right")).tolist()
     unique, level_of = np.unique(counts, return_inverse=True)
-    first = [counts.index(c) for c in unique]
-    largest = np.stack([nlccam_box(scoremap, float(thetas[i])) for i in first])
+    largest = upper_set_boxes(scoremap, unique)
     spans = np.repeat(np.arange(len(unique))[:, None], 2, axis=1)
     return LevelBoxes(level_of=level_of.reshape(-1), boxes=largest, spans=spans, largest=largest)
 
 
 BOX_PROTOCOLS.add("nlccam", BoxProtocol(
     name="nlccam", source="Yangseung/NL-CCAM IoU_check_cub_5.py returnCAM_, bounding_box.py",
-    score_map=lambda maps, size: nlccam_frame(maps.plane, size), boxes=nlccam_boxes))
+    score_map=lambda maps, size: nlccam_frame(maps.plane, size), boxes=nlccam_boxes, threshold=0.12))
+
+
+def cicam_weights(num_classes: int):
+    """CI-CAM's quadratic γ (``utils.py`` ``torch_cam_combination``, ``function='quadratic'``):
+    ``−linspace(0, −1, C)²`` in float32, i.e. ``−(k/(C−1))²`` for rank k; the top class weighs 0.
+    Not NL-CCAM's (:func:`wsssbench.models.nonlocal_vgg.combination_weights`)."""
+    import torch
+    h = torch.linspace(0, -1, num_classes)
+    return -(h * h)
+
+
+def cicam_combined(maps: "ScoreMaps") -> "torch.Tensor":
+    """The image's localization map at its own resolution, a float32 tensor, minus its minimum.
+
+    One map per image (a single plane, or every plane the same: what ``wsol_maps`` saves) is taken as
+    it is; per-class CAMs are combined as ``torch_cam_combination`` does: ranked by descending score
+    (stable: ties keep the lower class id first), ``γ · M`` as one float32 matmul, classes without a
+    plane counting as zero activation. A NaN map counts as constant (it localises nothing)."""
+    import torch
+    planes = maps.planes
+    if planes is None or len(planes) == 1 or (planes == planes[:1]).all():
+        m = torch.from_numpy(np.ascontiguousarray(maps.plane, dtype=np.float32))
+    else:
+        if maps.scores is None:
+            raise UserError(f"{maps.path}: the cicam protocol ranks the class CAMs by score; save scores with "
+                            "the maps or give --scores")
+        scores = np.asarray(maps.scores, dtype=np.float32)
+        full = torch.zeros((len(scores), *planes.shape[1:]), dtype=torch.float32)
+        full[torch.from_numpy(np.asarray(maps.keys, dtype=np.int64))] = torch.from_numpy(planes.astype(np.float32))
+        order = torch.sort(torch.from_numpy(scores), descending=True, stable=True).indices
+        m = torch.matmul(cicam_weights(len(scores)), full[order].reshape(len(scores), -1)).reshape(planes.shape[1:])
+    if torch.isnan(m).any():
+        m = torch.zeros_like(m)
+    return m - m.min()
+
+
+def cicam_frame(maps: "ScoreMaps", size: tuple[int, int]) -> np.ndarray:
+    """:func:`cicam_combined` resized to (H, W) with torch's bilinear upsampling (``cub_vgg16.py``
+    ``nn.Upsample(scale_factor=16, mode='bilinear')``, after combining), float32, not normalised."""
+    import torch
+    import torch.nn.functional as F
+    m = cicam_combined(maps)
+    if tuple(m.shape) != tuple(size):
+        m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return m.numpy()
+
+
+def _largest_slice_box(mask: np.ndarray) -> np.ndarray:
+    """``utils.py`` ``_connected_component``: 4-connected components, the first of largest *box* area,
+    ``[x0, y0, x_stop, y_stop]``; none (where the reference crashes on ``argmax([])``): ``[0, 0, 0, 0]``."""
+    from scipy import ndimage
+    slices = ndimage.find_objects(ndimage.label(mask)[0])
+    if not slices:
+        return np.zeros(4, dtype=np.int64)
+    ys, xs = slices[int(np.argmax([(y.stop - y.start) * (x.stop - x.start) for y, x in slices]))]
+    return np.array([xs.start, ys.start, xs.stop, ys.stop], dtype=np.int64)
+
+
+def cicam_box(scoremap: np.ndarray, theta: float) -> np.ndarray:
+    """CI-CAM's box at θ (``utils.py`` ``create_rois``/``compute_gt_rois``, ``_get_seg_bbox``) on the
+    float32 frame map: values ``> θ·max`` kept (the float32 product), the rest 0; foreground the kept
+    map above its own mean (numpy's float32 mean over the (H, W) array); :func:`_largest_slice_box`."""
+    import torch
+    m = torch.from_numpy(np.ascontiguousarray(scoremap, dtype=np.float32))
+    cut = torch.where(m > torch.mul(m.max(), theta), m, torch.zeros(m.shape)).numpy()
+    return _largest_slice_box(cut > cut.mean())
+
+
+def cicam_boxes(scoremap: np.ndarray, thetas: np.ndarray) -> LevelBoxes:
+    """:func:`cicam_box` at every θ, one box per mask (also MaxBoxAccV2's), in one pass.
+
+    The mask at θ is ``s > max(cut, mean)`` (the map being ≥ 0): an upper level set, so its pixel count
+    names it and :func:`~.upper_boxes.upper_set_boxes` boxes them all. The cut is the reference's float32
+    product; the mean of the kept map is taken in float64 from a cumulative sum, and where a map value
+    lies within 1e-5·max of it (where numpy's float32 mean could fall on the other side) it is recomputed
+    as the reference does (``np.where`` + float32 ``mean``)."""
+    import torch
+
+    from .upper_boxes import upper_set_boxes
+    m = np.ascontiguousarray(scoremap, dtype=np.float32)
+    cuts = (torch.from_numpy(m).max() * torch.as_tensor(np.asarray(thetas), dtype=torch.float32)).numpy()
+    values = np.sort(m, axis=None)
+    n = values.size
+    kept = n - np.searchsorted(values, cuts, side="right")
+    above = np.concatenate([np.cumsum(values[::-1].astype(np.float64))[::-1], [0.0]])    # sum of values[i:]
+    means = above[n - kept] / n
+    tol = 1e-5 * max(float(values[-1]), 1e-30)
+    close = np.searchsorted(values, means + tol, side="right") > np.searchsorted(values, means - tol, side="right")
+    for i in np.flatnonzero(close):
+        cut = np.where(m > cuts[i], m, np.float32(0))
+        means[i] = cut.mean()
+    counts = n - np.searchsorted(values, np.maximum(cuts.astype(np.float64), means), side="right")
+    unique, level_of = np.unique(counts, return_inverse=True)
+    largest = upper_set_boxes(m, unique)
+    spans = np.repeat(np.arange(len(unique))[:, None], 2, axis=1)
+    return LevelBoxes(level_of=level_of.reshape(-1), boxes=largest, spans=spans, largest=largest)
+
+
+def cicam_to_image(boxes: np.ndarray, frame: tuple[int, int], image_wh: tuple[int, int]) -> np.ndarray:
+    """``utils.py`` ``pred_bbox_resize_imagesize``: each coordinate times ``size / frame`` in float32,
+    x0/y0 clamped at 0 and x1/y1 at the image width/height, truncated to int."""
+    (fh, fw), (w, h) = frame, image_wh
+    fw32, fh32, w32, h32 = np.float32(fw), np.float32(fh), np.float32(w), np.float32(h)
+    scale = np.array([w32 / fw32, h32 / fh32, w32 / fw32, h32 / fh32], dtype=np.float32)
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * scale
+    b[:, :2] = np.where(b[:, :2] >= 0, b[:, :2], np.float32(0))
+    b[:, 2:] = np.minimum(b[:, 2:], np.array([w32, h32], dtype=np.float32))
+    return np.trunc(b).astype(np.int64)
+
+
+def cicam_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``utils.py`` ``IoU`` for every (box, gt) pair: "+1" areas, the union rounded to float32 (``.float()``),
+    the quotient in float64 against float ground truth, in float32 when every bound is the box's own
+    (the int32 box strictly inside the ground truth)."""
+    a = np.asarray(boxes, dtype=np.int64)[:, None, :]
+    b = np.asarray(gt, dtype=np.float64)[None, :, :]
+    from_a = (a[..., 0] > b[..., 0]) & (a[..., 1] > b[..., 1]) & (a[..., 2] < b[..., 2]) & (a[..., 3] < b[..., 3])
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    union = ((a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+             + (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1) - inter).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        single = (inter.astype(np.float32) / union).astype(np.float64)
+        double = inter / union.astype(np.float64)
+    return np.where(from_a, single, double)
+
+
+BOX_PROTOCOLS.add("cicam", BoxProtocol(
+    name="cicam", source="shaofeifei11/CI-CAM tmp_test.py, utils.py create_rois, pred_bbox_resize_imagesize, IoU",
+    score_map=lambda maps, size: cicam_frame(maps, size), boxes=cicam_boxes, threshold=0.0,
+    to_image=cicam_to_image, iou=cicam_iou))
 
 
 # -------------------------------------------------------------------------------------- accumulators
@@ -224,19 +362,21 @@ class BoxAccumulator:
         self.top1_cls = 0
         self.top5_cls = 0
 
-    def update(self, level_boxes: LevelBoxes, gt_boxes: np.ndarray, rank: int | None = None) -> None:
-        """Add one image; ``rank`` is the 0-based rank of its true class among the scores, if known."""
-        gt = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
+    def update(self, level_boxes: LevelBoxes, gt_boxes: np.ndarray, rank: int | None = None,
+               iou_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] = box_iou) -> None:
+        """Add one image; ``rank`` is the 0-based rank of its true class among the scores, if known;
+        ``iou_fn`` the protocol's IoU (:attr:`BoxProtocol.iou`)."""
+        gt = np.asarray(gt_boxes).reshape(-1, 4)
         lb = level_boxes
         num_masks = len(lb.largest)
-        iou = box_iou(lb.boxes, gt).max(axis=1)
+        iou = iou_fn(lb.boxes, gt).max(axis=1)
         # mask m passes δ when a box whose span covers m does: count passing boxes by span
         for j, d in enumerate(self.iou_thresholds):
             passing = iou >= d / 100
             covering = np.cumsum(np.bincount(lb.spans[passing, 0], minlength=num_masks + 1)
                                  - np.bincount(lb.spans[passing, 1] + 1, minlength=num_masks + 1))
             self.v2[:, j] += covering[lb.level_of] > 0
-        best_v1 = box_iou(lb.largest, gt).max(axis=1)[lb.level_of]
+        best_v1 = iou_fn(lb.largest, gt).max(axis=1)[lb.level_of]
         hit = best_v1 >= IOU_MAIN / 100
         self.v1 += hit
         if rank is not None:
@@ -332,20 +472,24 @@ FRAMES = ("224", "native")
 
 
 def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str = WSOL.protocol,
-                  frame: str = WSOL.frame, threshold: float = WSOL.threshold, sweep: bool = False,
+                  frame: str = WSOL.frame, threshold: float | None = WSOL.threshold, sweep: bool = False,
                   progress: bool = False) -> dict:
     """Score the maps under ``cams_dir`` against ``dataset``'s boxes; the ``eval wsol --json`` dict.
 
     ``scores`` is an optional ``image_id,score_0,…`` CSV; otherwise class scores come from the CAM
     files when they carry them. Top-k keys appear only with scores. ``frame="224"`` evaluates in the
-    protocol's 224×224 frame; ``"native"`` at each map's own resolution.
+    protocol's 224×224 frame; ``"native"`` at each map's own resolution. ``threshold=None``: the
+    protocol's own θ (:attr:`BoxProtocol.threshold`).
     """
     from rich.progress import Progress
 
     from .wsol_inputs import (check_box, check_no_extra_maps, class_rank, find_map, read_maps,
                               read_scores_csv)
 
+    from dataclasses import replace
+
     proto = BOX_PROTOCOLS.get(protocol)
+    threshold = proto.threshold if threshold is None else threshold
     frame = str(frame)
     if frame not in FRAMES:
         raise UserError(f"unknown frame {frame!r}; use one of {', '.join(FRAMES)}")
@@ -379,6 +523,7 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
                 if sample.id not in score_table:
                     raise UserError(f"{scores}: no scores for image {sample.id!r}")
                 rank = class_rank(score_table[sample.id], cls, str(scores))
+                maps = replace(maps, scores=np.asarray(score_table[sample.id], dtype=np.float64))
             else:
                 if with_scores is None:
                     with_scores = file_scores is not None
@@ -391,12 +536,19 @@ def evaluate_wsol(dataset, split: str, cams_dir, *, scores=None, protocol: str =
             image_wh = _image_wh(sample)
             for box in sample.boxes:
                 check_box(box, image_wh, gt_where, sample.id)
-            gt = np.array([resize_box(b, image_wh, (size[1], size[0])) for b in sample.boxes], dtype=np.int64)
-            if gt.size == 0:
+            if len(sample.boxes) == 0:
                 raise UserError(f"{gt_where}: image {sample.id!r} has no ground-truth box")
-            acc.update(proto.boxes(scoremap, thetas), gt, rank)
+            level_boxes = proto.boxes(scoremap, thetas)
+            if proto.to_image is None:
+                gt = np.array([resize_box(b, image_wh, (size[1], size[0])) for b in sample.boxes], dtype=np.int64)
+            else:
+                gt = np.array(sample.boxes, dtype=np.float64)
+                level_boxes = replace(level_boxes, boxes=proto.to_image(level_boxes.boxes, size, image_wh),
+                                      largest=proto.to_image(level_boxes.largest, size, image_wh))
+            acc.update(level_boxes, gt, rank, proto.iou)
             if pxap is not None:
-                pxap.update(scoremap, _fg_mask(dataset, sample, size))
+                top = float(scoremap.max())     # PxAP's bins are over [0, 1]: a protocol's raw map is scaled
+                pxap.update(scoremap / top if top > 0 else scoremap, _fg_mask(dataset, sample, size))
             bar.advance(task)
     check_no_extra_maps(cams_dir, used)
     out = summarize(acc, proto.thetas, sweep=sweep, fixed=None if sweep else len(thetas) - 1,
