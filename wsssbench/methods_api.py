@@ -43,14 +43,14 @@ from .registry import Registry
 #: The stages in pipeline order with the config fields each owns (names or name prefixes); a field
 #: matching several owners belongs to the last. ``classifier`` owns every field nobody else claims;
 #: a method's classifier stages come right after it, owning their prefixes; ``evaluation`` owns the
-#: scoring options (no artifact depends on them) and the ``recipe`` label (the fields a recipe sets are
-#: keyed by their own owners); ``rounds`` is the round count.
+#: scoring options and ``workers`` (no artifact depends on them) and the ``recipe`` label (the fields a
+#: recipe sets are keyed by their own owners); ``rounds`` is the round count.
 STAGE_OWNERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("classifier", ()),
     ("cams", ("cam_",)),
     ("expand", ("expansion", "rw_", "crf_")),
     ("segmenter", ("seg_",)),
-    ("evaluation", ("seed_", "pseudo_", "seg_protocol", "wsol_", "recipe")),
+    ("evaluation", ("seed_", "pseudo_", "seg_protocol", "wsol_", "recipe", "workers")),
     ("next_round", ()),
     ("rounds", ("rounds",)),
 )
@@ -125,6 +125,15 @@ class CamConfig:
     seg_lr_step: int = 0                # 0: poly 0.9 (deeplab-pytorch); N: lr / 10 every N iterations (Caffe
     #                                   "step" policy, gamma 0.1: SEC every 2,000, DSRG every 2,000)
     seg_size: int = 64                  # training crop side (deeplab-pytorch crop 321)
+    seg_lr_every: int = 1               # the poly lr changes every N iterations (deeplab-pytorch LR_DECAY 10)
+    seg_iter_size: int = 1              # batches whose gradients add up to one step (deeplab-pytorch ITER_SIZE 2)
+    seg_scales: tuple[float, ...] = ()  # (): each image resized to seg_size² (toolkit); else deeplab-pytorch's
+    #                                   augmentation: a scale drawn from this list, padding (mask 255), a random
+    #                                   seg_size² crop, flip (voc12.yaml SCALES 0.5-1.5; C2AM 0.5-2.0)
+    seg_fixed_bn: bool = False          # BatchNorm on its running statistics (deeplab-pytorch freeze_bn)
+    seg_loss: str = "ce"                # "ce": cross-entropy ignoring 255; "deeplab": the same, labels resized by
+    #                                   PIL's rule (deeplab-pytorch); "balanced": background and foreground pixels
+    #                                   averaged apart, then halved (C2AM segmentation/main.py)
     seg_crf: bool = False               # post-CRF (10 iters, Gaussian w3 xy1, bilateral w4 xy67 rgb3)
     seg_protocol: str = "deeplab"       # evaluation preset for the segmentation stage
     # --- multi-round methods: the rounds after round 0 (the baseline), each made by next_round; the run
@@ -134,6 +143,8 @@ class CamConfig:
     wsol_protocol: str = WSOL.protocol
     wsol_frame: str = WSOL.frame
     wsol_threshold: float = WSOL.threshold
+    # --- data loading (no artifact depends on it)
+    workers: int | None = None          # DataLoader workers of the streamed stages; None: from the core count
 
 
 @dataclass
@@ -187,7 +198,8 @@ class Recipe:
 TINY = Recipe("tiny", "the CPU defaults (synthetic tiny, small backbone)")
 
 #: the values the choice fields accept (the optimiser fields accept their registries' names).
-CHOICES = {"cls_augment": ("toolkit", "irn"), "cam_arithmetic": ("toolkit", "irn")}
+CHOICES = {"cls_augment": ("toolkit", "irn"), "cam_arithmetic": ("toolkit", "irn"),
+           "seg_loss": ("ce", "deeplab", "balanced")}
 
 
 def _default(name: str) -> Callable:
@@ -211,6 +223,7 @@ CLS_OPTIMIZERS.add("irn", _default("wsssbench.stages.train_classifier.irn_optimi
 #: Segmenter optimisers (``--set seg_optimizer=NAME``), the same signature; the schedule is ``seg_lr_step``'s.
 SEG_OPTIMIZERS: Registry[Callable] = Registry("segmenter optimiser")
 SEG_OPTIMIZERS.add("sgd", _default("wsssbench.stages.train_segmenter.sgd_optimizer"))
+SEG_OPTIMIZERS.add("deeplab", _default("wsssbench.stages.train_segmenter.deeplab_optimizer"))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """What the stages share: image tensors, label vectors, training pairs, and seeding."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Callable
@@ -149,17 +150,59 @@ def random_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-def training_pairs(dataset: Dataset, samples: list[Sample], masks_dir: Path,
-                   size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images (bilinear) and their ``<id>.png`` labels in ``masks_dir`` (nearest), resized to ``size``² and
-    stacked: ``(N, 3, size, size)`` float and ``(N, size, size)`` long."""
-    images, labels = [], []
-    for sample in samples:
-        x = to_tensor(dataset.load_image(sample))
-        y = torch.from_numpy(np.array(Image.open(masks_dir / f"{sample.id}.png"))).float()
-        images.append(F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0])
-        labels.append(F.interpolate(y[None, None], size=(size, size), mode="nearest")[0, 0].long())
-    return torch.stack(images), torch.stack(labels)
+def loader_workers(cfg) -> int:
+    """DataLoader worker processes: ``workers``, or every core this process may use but one, at most 4."""
+    if cfg.workers is not None:
+        return max(0, cfg.workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, cores - 1)
+
+
+def stream(data: torch.utils.data.Dataset, batches, workers: int, device: str = "cpu") -> torch.utils.data.DataLoader:
+    """Batches of ``data`` read by ``workers`` processes. ``batches`` (drawn in this process from its own
+    generator) names each item with its random draws, so the numbers never depend on ``workers``."""
+    return torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=workers,
+                                       pin_memory=device == "cuda")
+
+
+class MaskPairs(torch.utils.data.Dataset):
+    """Item ``(i, flip)``: image ``i`` (bilinear) and its ``<id>.png`` label in ``masks_dir`` (nearest), resized to
+    ``size``², flipped if ``flip``; read from disk when asked, so memory does not grow with the image count."""
+
+    def __init__(self, dataset: Dataset, samples: list[Sample], masks_dir: Path, size: int):
+        self.dataset, self.samples, self.masks_dir, self.size = dataset, samples, masks_dir, size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, flip = item
+        sample, size = self.samples[i], (self.size, self.size)
+        x = F.interpolate(to_tensor(self.dataset.load_image(sample))[None], size=size, mode="bilinear",
+                          align_corners=False)[0]
+        y = torch.from_numpy(np.array(Image.open(self.masks_dir / f"{sample.id}.png"))).float()
+        y = F.interpolate(y[None, None], size=size, mode="nearest")[0, 0].long()
+        return (x.flip(-1), y.flip(-1)) if flip else (x, y)
+
+
+class EpochBatches:
+    """Shuffled epochs of ``n`` items in batches of ``batch_size`` (the last partial one dropped, at least one
+    batch an epoch), each item ``(index, flip)`` with a fair coin for its flip, all from ``generator``."""
+
+    def __init__(self, n: int, batch_size: int, epochs: int, generator: torch.Generator):
+        self.n, self.batch_size, self.epochs, self.generator = n, batch_size, epochs, generator
+        self.steps = max(1, n // batch_size)
+
+    def __len__(self) -> int:
+        return self.epochs * self.steps
+
+    def __iter__(self):
+        for _ in range(self.epochs):
+            order = torch.randperm(self.n, generator=self.generator)
+            for k in range(self.steps):
+                sel = order[k * self.batch_size:(k + 1) * self.batch_size]
+                flip = torch.rand(len(sel), generator=self.generator) < 0.5
+                yield [(int(i), bool(f)) for i, f in zip(sel, flip)]
 
 
 def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:

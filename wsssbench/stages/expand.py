@@ -22,7 +22,7 @@ from ..cams import load_cams
 from ..data.base import mask_png
 from ..io import atomic_path
 from ..metrics.segmentation import seeds_from_cams
-from .common import poly_lr, to_tensor, training_pairs
+from .common import EpochBatches, MaskPairs, loader_workers, poly_lr, stream, to_tensor
 
 
 # ---------------------------------------------------------------- dense CRF (pydensecrf)
@@ -92,40 +92,29 @@ def train_affinity(ctx, samples, conf_dir: Path, workdir: Path, progress=None):
     # IRN keeps its ImageNet backbone frozen; a randomly initialised one has nothing worth freezing.
     net = AffinityNet(build_backbone(cfg.backbone, pretrained=pretrained, output_stride=16),
                       freeze_backbone=pretrained is not None).to(ctx.device)
-    images, labels = training_pairs(ctx.dataset, samples, conf_dir, cfg.cls_size)
     gen = torch.Generator().manual_seed(ctx.seed)
-    steps_per_epoch = max(1, len(images) // cfg.rw_batch_size)
-    total = cfg.rw_epochs * steps_per_epoch
+    batches = EpochBatches(len(samples), cfg.rw_batch_size, cfg.rw_epochs, gen)
+    batches = distributed.rank_slices(batches, cfg.rw_batch_size, "rw_batch_size")     # torchrun: a slice each
+    total = len(batches)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.rw_lr, momentum=0.9, weight_decay=1e-4)
     task = progress.add_task("train affinity", total=total) if progress else None
     net.train()
-    it = 0
-    for _ in range(cfg.rw_epochs):
-        order = torch.randperm(len(images), generator=gen)
-        for k in range(steps_per_epoch):
-            sel = order[k * cfg.rw_batch_size:(k + 1) * cfg.rw_batch_size]
-            x, y = images[sel], labels[sel]
-            flip = torch.rand(len(sel), generator=gen) < 0.5
-            x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
-            for g in opt.param_groups:
-                g["lr"] = poly_lr(cfg.rw_lr, it, total)
-            loss = AffinityNet.loss(net(x.to(ctx.device)), y.to(ctx.device), radius=10)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            it += 1
-            if progress:
-                progress.advance(task)
+    step = distributed.ddp_step(ctx, net, lambda ctx, net, xy: AffinityNet.loss(net(xy[0]), xy[1], radius=10))
+    loader = stream(MaskPairs(ctx.dataset, samples, conf_dir, cfg.cls_size), batches, loader_workers(cfg), ctx.device)
+    for it, (x, y) in enumerate(loader):
+        for g in opt.param_groups:
+            g["lr"] = poly_lr(cfg.rw_lr, it, total)
+        loss = step(ctx, net, (x.to(ctx.device), y.to(ctx.device)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress.advance(task)
     net.eval()
-    torch.save(net.state_dict(), workdir / "affinity.pt")
+    if distributed.is_main():
+        torch.save(net.state_dict(), workdir / "affinity.pt")
     return net
-
-
-#: how the walk x·T^(2^k) is computed: "sparse" multiplies x by the sparse T 2^k times (O(hw·r²)
-#: memory, seconds per VOC image on a CPU); "dense" squares the dense (hw × hw) T k times, IRN's exact
-#: arithmetic (``torch.matmul(trans_mat, trans_mat)`` in make_sem_seg_labels.py; O((hw)²) memory)
-RW_METHODS = ("sparse", "dense")
 
 
 #: how the walk x·T^(2^k) is computed: "sparse" multiplies x by the sparse T 2^k times (O(hw·r²)
