@@ -40,8 +40,10 @@ class CPNConfig(SEAMConfig):
     cpn_patch: str = "superpixel"       # data.py hide_patch_ss (Tables 1-4); grid: hide_patch
     cpn_segments: int = 300             # imutils.py slic n_segments=300; paper S_N = 200 (Sec. 4.2, Fig. 6)
     cpn_compactness: float = 10.0       # imutils.py slic compactness=10
-    cpn_grid: tuple[int, ...] = (8, 16)  # paper K = {56, 112} at crop 448 (Fig. 7), scaled to tiny's 64 px
-    #                                   (imutils.py hide_patch leaves grid_sizes = [224, 448])
+    cpn_grid: tuple[int, ...] = (56, 112)  # K, the grid sizes S at a cpn_grid_crop crop: paper K = {56, 112}
+    #                                   (Fig. 7; imutils.py hide_patch leaves grid_sizes = [224, 448])
+    cpn_grid_crop: int = 448            # the crop K is given for (paper: "the input size of the image is 448");
+    #                                   S scales to cls_size (tiny's 64: {56, 112} -> {8, 16}), at least 1 px
     cpn_hide: float = 0.5               # p_h (Sec. 3.2, Table 4); imutils.py hide_prob 0.5 / the 0.5 of hide_patch_ss
     cpn_sampling: str = "code"          # code: hide_patch_ss draws ⌊(M+1)p_h⌋ labels with replacement, λ from
     #                                   pixels | paper: each patch hidden with p_h, λ = 1 − N_h/N
@@ -67,8 +69,9 @@ def check(cfg: CPNConfig) -> None:
         raise UserError(f"--set cpn_segments={cfg.cpn_segments}: SLIC needs at least 2 superpixels")
     if cfg.cpn_compactness <= 0:
         raise UserError(f"--set cpn_compactness={cfg.cpn_compactness}: must be > 0")
-    if not cfg.cpn_grid or min(cfg.cpn_grid) < 1:
-        raise UserError(f"--set cpn_grid={','.join(map(str, cfg.cpn_grid))}: patch sizes must be >= 1 pixel")
+    if not cfg.cpn_grid or min(cfg.cpn_grid) < 1 or cfg.cpn_grid_crop < 1:
+        raise UserError(f"--set cpn_grid={','.join(map(str, cfg.cpn_grid))} / cpn_grid_crop={cfg.cpn_grid_crop}: "
+                        "patch sizes and their crop must be >= 1 pixel")
     if cfg.cpn_cpcr and not (cfg.cpn_pcm or cfg.cpn_prcm):
         raise UserError("--set cpn_cpcr=true needs a refined CAM: switch cpn_pcm or cpn_prcm on")
 
@@ -152,6 +155,11 @@ def extra_inputs(ctx, sample):
     return {"superpixels": slic_labels(image, cfg.cpn_segments, cfg.cpn_compactness).astype(np.int32)}
 
 
+def grid_sizes(cfg) -> tuple[int, ...]:
+    """K in pixels of the training crop: each S × cls_size / cpn_grid_crop, rounded, at least 1."""
+    return tuple(max(1, round(s * cfg.cls_size / cfg.cpn_grid_crop)) for s in cfg.cpn_grid)
+
+
 def cp_masks(cfg, batch):
     """(B, 1, H, W) shown masks of I_h and (B,) λ for the batch, per image as data.py does."""
     import torch
@@ -159,8 +167,9 @@ def cp_masks(cfg, batch):
     from wsssbench.models.cpn import grid_pair, superpixel_pair
     image = batch["image"]
     n, _, h, w = image.shape
+    sizes = grid_sizes(cfg)
     pairs = [superpixel_pair(batch["superpixels"][i, 0].cpu().numpy(), cfg.cpn_hide, cfg.cpn_sampling)
-             if cfg.cpn_patch == "superpixel" else grid_pair(h, w, cfg.cpn_grid, cfg.cpn_hide) for i in range(n)]
+             if cfg.cpn_patch == "superpixel" else grid_pair(h, w, sizes, cfg.cpn_hide) for i in range(n)]
     shown = torch.stack([p[0] for p in pairs])[:, None].to(image)
     return shown, torch.tensor([p[1] for p in pairs], dtype=image.dtype, device=image.device)
 
@@ -175,6 +184,25 @@ def train_step(ctx, model, batch):
     return sum(terms.values())
 
 
+def build_seam_prcm(ctx):
+    """SEAM* (Table 1): SEAM's network with the PRCM beside its PCM, trained with SEAM's losses."""
+    from wsssbench.models import build_backbone
+    from wsssbench.models.cpn import CPNClassifier
+    from wsssbench.stages.train_classifier import pretrained_source
+    cfg = ctx.cfg
+    check_seam(cfg)
+    backbone = build_backbone(cfg.backbone, pretrained=pretrained_source(cfg), output_stride=cfg.cls_output_stride)
+    return CPNClassifier(backbone, ctx.num_fg, cfg.seam_dropout, cfg.seam_frozen)
+
+
+METHODS.add("seam_prcm", derive(
+    METHODS.get("seam"),
+    name="seam_prcm",
+    config=SEAMConfig,
+    summary="SEAM* (CPN Table 1): SEAM with CPN's PRCM beside its PCM",
+    build_classifier=build_seam_prcm,
+))
+
 METHODS.add("cpn", derive(
     METHODS.get("seam"),
     name="cpn",
@@ -183,7 +211,7 @@ METHODS.add("cpn", derive(
     build_classifier=build_classifier,
     train_step=train_step,
     extra_inputs=extra_inputs,
-    recipes=(Recipe("paper", "the paper's CP settings where its text and the code differ: S_N = 200, each patch "
-                    "hidden with p_h, λ = 1 − N_h/N (Sec. 3.2, 4.2)",
-                    (("cpn_segments", 200), ("cpn_sampling", "paper"))),),
+    recipes=(Recipe("paper", "the paper's CP settings where its text and the code differ (S_N = 200, each patch "
+                    "hidden with p_h, λ = 1 − N_h/N; Sec. 3.2, 4.2) and IRN's random walk (Sec. 4.3, β = 10)",
+                    (("cpn_segments", 200), ("cpn_sampling", "paper"), ("expansion", "rw"), ("rw_beta", 10.0))),),
 ))

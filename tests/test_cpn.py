@@ -195,11 +195,23 @@ def test_bad_settings_are_user_errors(key, value):
         make_config(METHODS.get("cpn"), over)
 
 
+def test_grid_sizes_scale_with_the_crop():
+    cfg = make_config(METHODS.get("cpn"))
+    assert cpn.grid_sizes(cfg) == (8, 16)                              # K = {56, 112} at 448 -> 64 px
+    assert cpn.grid_sizes(make_config(METHODS.get("cpn"), {"cpn_grid": "4,7"})) == (1, 1)
+    assert cpn.grid_sizes(make_config(METHODS.get("cpn"), {"cls_size": "448", "cpn_grid": "4,7"})) == (4, 7)
+
+
+def test_seam_prcm_is_seams_losses_on_cpns_network():
+    m = METHODS.get("seam_prcm")
+    assert m.train_step is METHODS.get("seam").train_step and m.config is METHODS.get("seam").config
+
+
 def test_defaults_and_paper_recipe():
     cfg = make_config(METHODS.get("cpn"))
     assert (cfg.cpn_patch, cfg.cpn_segments, cfg.cpn_hide, cfg.seam_ohem, cfg.seed_alpha) == ("superpixel", 300, 0.5, 0.2, 16.0)
     paper = make_config(METHODS.get("cpn"), {"recipe": "paper"})
-    assert (paper.cpn_segments, paper.cpn_sampling) == (200, "paper")
+    assert (paper.cpn_segments, paper.cpn_sampling, paper.expansion, paper.rw_beta) == (200, "paper", "rw", 10.0)
 
 
 @pytest.mark.parametrize("patch", ["superpixel", pytest.param("grid", marks=pytest.mark.slow)])
