@@ -23,7 +23,8 @@ import yaml
 from wsssbench import distributed
 from wsssbench.errors import UserError
 from wsssbench.io import atomic_path, save_figure, write_json
-from wsssbench.methods_api import METHODS, CamConfig, ClassifierStage, Method
+from wsssbench.methods.cam import PAPER as CAM_PAPER
+from wsssbench.methods_api import METHODS, CamConfig, ClassifierStage, Method, Recipe
 
 HPARAMS_PATH = Path(__file__).with_name("c2am_hparams.yaml")
 NORM_EPS = 1e-5  # CAM_z / (max CAM_z + 1e-5): IRN's and c2am's make_cam.py / make_square_cam.py
@@ -273,12 +274,23 @@ def run_cam_constant(ctx, model, workdir: Path) -> None:
     _continue_training(ctx, model, workdir, lambda logits: constant_logits(logits, c))
 
 
+#: IRN's classifier as the cam paper recipe, then DeepLab-v2 as C2AM's segmentation/ (deeplab-pytorch with
+#: configs/voc12.yaml changed and criterion_balance as its loss in main.py); docs/recipes.md.
+PAPER = Recipe("paper", "IRN's classifier and CAM inference, DeepLab-v2 as C2AM's segmentation/ code trains it", (
+    *CAM_PAPER.settings,
+    ("seg_batch_size", 10),                          # voc12.yaml SOLVER.BATCH_SIZE.TRAIN 10
+    ("seg_iterations", 30000),                       # SOLVER.ITER_MAX 30000
+    ("seg_scales", (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)),   # DATASET.SCALES
+    ("seg_loss", "balanced"),                        # main.py criterion_balance
+))
+
 METHODS.add("c2am", Method(
     name="c2am",
     config=C2AMConfig,
     summary="Causal CAM: continue training the CAM classifier with logits x Global CAM, mean-pooled "
             "(front-door adjustment; Wang 2022)",
     classifier_stages=(ClassifierStage("c2am", "c2am_", run_c2am),),
+    recipes=(PAPER,),
 ))
 
 METHODS.add("cam_constant", Method(

@@ -198,7 +198,7 @@ class Recipe:
 TINY = Recipe("tiny", "the CPU defaults (synthetic tiny, small backbone)")
 
 #: the values the choice fields accept (the optimiser fields accept their registries' names).
-CHOICES = {"cls_augment": ("toolkit", "irn"), "cam_arithmetic": ("toolkit", "irn"),
+CHOICES = {"cls_augment": ("toolkit", "irn", "seam"), "cam_arithmetic": ("toolkit", "irn"),
            "seg_loss": ("ce", "deeplab", "balanced")}
 
 

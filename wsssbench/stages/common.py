@@ -54,7 +54,8 @@ class ImageLabels(torch.utils.data.Dataset):
     by a factor in ``rescale``, horizontal flip, random crop (zero-padded, i.e. the mean colour) to
     ``size``², the extras with the image; evaluation: resized to ``size``². ``augment`` says how the
     rescale is done: ``"toolkit"`` bilinear on the normalised image, long side ``size`` × U(lo, hi);
-    ``"irn"`` as IRN's loader (:func:`irn_resize_long` on the uint8 image, then normalised)."""
+    ``"irn"`` as IRN's loader (:func:`irn_resize_long` on the uint8 image, then normalised); ``"seam"`` as SEAM's
+    (the same resize, then :func:`seam_jitter`)."""
 
     def __init__(self, dataset: Dataset, samples: list[Sample], size: int, train: bool = True,
                  rescale: tuple[float, float] = (1.0, 1.0), extras: Callable[[Sample], dict] | None = None,
@@ -84,8 +85,9 @@ class ImageLabels(torch.utils.data.Dataset):
     def rescaled(self, image: np.ndarray) -> torch.Tensor:
         """The normalised (3, h, w) image at a random scale, as ``augment`` says."""
         lo, hi = self.rescale
-        if self.augment == "irn":
-            return to_tensor(irn_resize_long(image, round(self.size * lo), round(self.size * hi)))
+        if self.augment in ("irn", "seam"):
+            image = irn_resize_long(image, round(self.size * lo), round(self.size * hi))
+            return to_tensor(seam_jitter(image) if self.augment == "seam" else image)
         x = to_tensor(image)
         s = self.size / max(x.shape[-2:]) * (lo + (hi - lo) * float(torch.rand(())))
         return resize(x, (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))))
@@ -96,6 +98,13 @@ def irn_resize_long(image: np.ndarray, lo: int, hi: int) -> np.ndarray:
     target = lo + int(torch.randint(hi - lo + 1, ()))
     h, w = image.shape[:2]
     return pil_rescale(image, target / (h if w < h else w))
+
+
+def seam_jitter(image: np.ndarray) -> np.ndarray:
+    """SEAM train_SEAM.py / PSA train_aff.py: torchvision ``ColorJitter(0.3, 0.3, 0.3, 0.1)`` on the uint8 image
+    (brightness, contrast, saturation, hue in a random order; draws from torch's generator)."""
+    from torchvision.transforms import ColorJitter
+    return np.asarray(ColorJitter(0.3, 0.3, 0.3, 0.1)(Image.fromarray(image)))
 
 
 def pil_rescale(image: np.ndarray, scale: float) -> np.ndarray:

@@ -126,21 +126,14 @@ RW_METHODS = ("sparse", "dense")
 def transition_matrix(edge: torch.Tensor, radius: int, beta: float, exp_times: int) -> torch.Tensor:
     """Dense ``T^(2^exp_times)``, ``T = A^β`` column-normalised (IRN indexing.to_transition_matrix)."""
     from ..models import affinity_matrix
-    trans = affinity_matrix(edge, radius).to_dense().pow(beta)
-    trans = trans / trans.sum(0, keepdim=True)
-    for _ in range(exp_times):
-        trans = trans @ trans
-    return trans
+    return dense_transition(affinity_matrix(edge, radius), beta, exp_times)
 
 
 def sparse_transition_matrix(edge: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
     """``T = A^β`` column-normalised as :func:`transition_matrix`, kept sparse: (hw, hw) COO in float64
     (the walk multiplies by T 256 times: float32 entries, 2e-6 off, drift 4e-4 of the walked max)."""
     from ..models import affinity_matrix
-    aff = affinity_matrix(edge, radius)
-    idx, vals = aff.indices(), aff.values().double().pow(beta)
-    colsum = torch.zeros(aff.shape[1], dtype=vals.dtype, device=vals.device).index_add_(0, idx[1], vals)
-    return torch.sparse_coo_tensor(idx, vals / colsum[idx[1]], aff.shape, is_coalesced=True, check_invariants=False)
+    return sparse_transition(affinity_matrix(edge, radius), beta)
 
 
 def random_walk(x: torch.Tensor, edge: torch.Tensor, radius: int, beta: float, exp_times: int,
@@ -151,12 +144,36 @@ def random_walk(x: torch.Tensor, edge: torch.Tensor, radius: int, beta: float, e
     "sparse" the same walk as 2^exp_times products of x with the sparse T, never forming T's powers,
     in float64: closer to the exact walk than IRN's float32 squarings (benchmarks/bench_random_walk.py).
     """
+    from ..models import affinity_matrix
+    return walk(x, affinity_matrix(edge, radius), beta, exp_times, method)
+
+
+def dense_transition(aff: torch.Tensor, beta: float, exp_times: int) -> torch.Tensor:
+    """Dense ``T^(2^exp_times)`` of a sparse affinity matrix ``aff``: ``T = aff^β`` column-normalised, squared
+    ``exp_times`` times in ``aff``'s dtype (IRN's and PSA's ``infer_aff.py`` arithmetic)."""
+    trans = aff.to_dense().pow(beta)
+    trans = trans / trans.sum(0, keepdim=True)
+    for _ in range(exp_times):
+        trans = trans @ trans
+    return trans
+
+
+def sparse_transition(aff: torch.Tensor, beta: float) -> torch.Tensor:
+    """``T = aff^β`` column-normalised, ``aff`` a coalesced sparse affinity matrix: (hw, hw) COO in float64."""
+    idx, vals = aff.indices(), aff.values().double().pow(beta)
+    colsum = torch.zeros(aff.shape[1], dtype=vals.dtype, device=vals.device).index_add_(0, idx[1], vals)
+    return torch.sparse_coo_tensor(idx, vals / colsum[idx[1]], aff.shape, is_coalesced=True, check_invariants=False)
+
+
+def walk(x: torch.Tensor, aff: torch.Tensor, beta: float, exp_times: int, method: str = "sparse") -> torch.Tensor:
+    """``x · T^(2^exp_times)`` for ``x`` (k, hw) and the sparse affinity matrix ``aff`` (IRN's boundary
+    affinities, PSA's feature affinities); ``method`` as :func:`random_walk`."""
     if method == "dense":
-        return x @ transition_matrix(edge, radius, beta, exp_times)
+        return x @ dense_transition(aff, beta, exp_times)
     # x · T = (Tᵀ · xᵀ)ᵀ: one sparse-dense product per step, Tᵀ in CSR for fast row access
     with warnings.catch_warnings():      # torch calls its CSR support "beta" on every conversion
         warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        trans_t = sparse_transition_matrix(edge, radius, beta).t().coalesce().to_sparse_csr()
+        trans_t = sparse_transition(aff, beta).t().coalesce().to_sparse_csr()
     y = x.t().double().contiguous()
     for _ in range(2 ** exp_times):
         y = trans_t @ y
@@ -192,6 +209,9 @@ def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None, seed_rule: d
     """Write ``<id>.png`` pseudo-masks (class indices) for ``samples`` by ``ctx.cfg.expansion``;
     ``seed_rule`` (``threshold=`` or ``alpha=``) makes the seeds of expansion "none"."""
     cfg = ctx.cfg
+    if cfg.expansion == "psa":      # PSA's AffinityNet (SEAM's random-walk step): wsssbench/stages/psa.py
+        from .psa import run as run_psa
+        return run_psa(ctx, cams_dir, samples, out_dir, progress)
     masks = out_dir / "masks"
     if cfg.expansion == "rw":
         conf = out_dir / "confident"
@@ -220,4 +240,4 @@ def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None, seed_rule: d
             progress.advance(task)
 
 
-EXPANSIONS = ("rw", "crf", "none")
+EXPANSIONS = ("rw", "crf", "none", "psa")
