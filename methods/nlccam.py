@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wsssbench.errors import UserError
-from wsssbench.methods_api import METHODS, CamConfig, Method
+from wsssbench.methods_api import CLS_OPTIMIZERS, METHODS, CamConfig, Method, Recipe
 
 
 @dataclass
@@ -27,8 +27,8 @@ class NLCCAMConfig(CamConfig):
     cls_output_stride: int = 8          # NL-CCAM: 16 (vgg16 without pool5); 8 gives 64-px crops 8×8 maps
     cls_lr: float = 0.01                # SGD at CAM's 0.1 (head 1.0) with softmax CE: epoch-1 loss 5.5 (chance
     #                                   1.79), Top-1 cls 58% on synthetic-loc tiny; 0.01: 97%
-    # training (train_cub.py): Adam, lr 1e-3 head / 1e-4 backbone, poly decay, batch 32, 100 epochs on CUB;
-    # the harness trains every classifier with SGD + poly (cls_lr, cls_epochs, cls_batch_size)
+    # training (train_cub.py): cls_optimizer "nlccam": Adam, lr 5e-4 head / 5e-5 backbone, per-epoch poly,
+    # batch 16, 100 epochs on CUB (recipe "paper"); tiny keeps SGD (docs/cicam.md "Optimisers")
     cam_combination_split: float = 0.5  # share of ranks with positive γ (IoU_check_cub_5.py thr=100 of 200)
     wsol_protocol: str = "nlccam"       # NL-CCAM's box rule (bounding_box.py connected_component)
     wsol_threshold: float = 0.12        # IoU_check_cub_5.py threshold = 0.12
@@ -47,7 +47,30 @@ def build_nlccam(ctx) -> torch.nn.Module:
     from wsssbench.stages.train_classifier import pretrained_source
     backbone = build_backbone(ctx.cfg.backbone, pretrained=pretrained_source(ctx.cfg),
                               output_stride=ctx.cfg.cls_output_stride)
-    return NonLocalCAM(backbone, ctx.num_fg)
+    model = NonLocalCAM(backbone, ctx.num_fg)
+    model.epoch_schedule = {"epochs": ctx.cfg.cls_epochs}         # read by the "nlccam" optimiser
+    return model
+
+
+def scheduled_adam(model, groups: list[dict]):
+    """:class:`~wsssbench.models.nonlocal_vgg.EpochScheduledAdam` on the model's ``epoch_schedule`` (set by
+    the method's build hook); a model without one gets plain Adam on the harness's per-step poly."""
+    import torch
+
+    from wsssbench.models.nonlocal_vgg import EpochScheduledAdam
+    schedule = getattr(model, "epoch_schedule", None)
+    return torch.optim.Adam(groups) if schedule is None else EpochScheduledAdam(groups, **schedule)
+
+
+def nlccam_optimizer(model, lr: float, weight_decay: float):
+    """``cls_optimizer=nlccam``, train_cub.py: ``Adam(classifier, lr)`` and ``Adam(cnn.conv, lr/10)``
+    (backbone and non-local blocks), torch's default β (0.9, 0.999), no weight decay in the code (the
+    paper recipe sets ``cls_weight_decay`` 0), ``Metric.py`` poly once per epoch."""
+    from wsssbench.models.nonlocal_vgg import adam_groups
+    return scheduled_adam(model, adam_groups(model, {"classifier": 1.0, "": 0.1}, lr, weight_decay))
+
+
+CLS_OPTIMIZERS.add("nlccam", nlccam_optimizer)
 
 
 def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -109,6 +132,20 @@ def multiscale_combinational_maps(ctx, model, image) -> tuple[torch.Tensor, torc
     return torch.softmax(logits, 0), combined.float().expand(len(logits), -1, -1)
 
 
+PAPER = Recipe("paper", "NL-CCAM's CUB training and test (train_cub.py, IoU_check_cub_5.py): VGG-16 at 224 px, "
+                "Adam 5e-4 / 5e-5 per-epoch poly, batch 16, 100 epochs; one 224-px CAM pass", (
+    ("backbone", "vgg16"),                  # model_cub.py: VGG-16 (ImageNet) conv layers, no pool5
+    ("weights", "torchvision"),
+    ("cls_output_stride", 16),              # 14 x 14 maps at 224 px
+    ("cls_size", 224),                      # LoadData.py crop_size 224
+    ("cls_epochs", 100),                    # EPOCH = 100
+    ("cls_batch_size", 16),                 # --batch_size 16
+    ("cls_lr", 5e-4),                       # LR = 0.0005 (backbone LR/10)
+    ("cls_weight_decay", 0.0),              # torch.optim.Adam(params, lr=LR): none
+    ("cls_optimizer", "nlccam"),
+    ("cam_scales", (1.0,)),                 # IoU_check_cub_5.py: the 224-px image once, no flip
+    ("cam_flip", False)))
+
 NLCCAM = Method(
     name="nlccam",
     config=NLCCAMConfig,
@@ -117,5 +154,6 @@ NLCCAM = Method(
     build_classifier=build_nlccam,
     train_step=nlccam_step,
     wsol_maps=multiscale_combinational_maps,
+    recipes=(PAPER,),
 )
 METHODS.add("nlccam", NLCCAM)

@@ -199,8 +199,65 @@ def test_settings_are_checked():
         make_config(METHODS.get("nlccam"), {"cam_combination_split": "1.5"})
     with pytest.raises(UserError, match="cicam_update_rate"):
         make_config(METHODS.get("cicam"), {"cicam_update_rate": "-0.1"})
+    with pytest.raises(UserError, match="cicam_test_size"):
+        make_config(METHODS.get("cicam"), {"cicam_test_size": "100"})
     cfg = make_config(METHODS.get("cicam"), {})
-    assert (cfg.wsol_protocol, cfg.wsol_threshold, cfg.cicam_update_rate) == ("nlccam", 0.0, 0.01)
+    assert (cfg.wsol_protocol, cfg.wsol_threshold, cfg.cicam_update_rate) == ("cicam", 0.0, 0.01)
+    assert cfg.cam_combination_split == 0.0                         # CI-CAM's γ = −(k/(C−1))²
+
+
+def reference_epoch_lr(base, e, epochs, decay_epoch, rate):
+    """CI-CAM utils.py poly_lr_scheduler (NL-CCAM Metric.py's without the step decay), epoch e."""
+    lr = base * (1 - e / epochs) ** 0.9
+    for _ in range(e // decay_epoch if decay_epoch else 0):
+        lr *= rate
+    return lr
+
+
+@pytest.mark.parametrize("method,rates", [("nlccam", {"classifier": 1.0, "rest": 0.1}),
+                                          ("cicam", {"classifier": 1.0, "context_attention": 0.1, "rest": 0.1})])
+def test_optimisers_are_the_codes_adam_groups_on_the_per_epoch_schedule(method, rates):
+    """train_cub.py / train2.py: Adam (torch's β), groups at lr × rate, and the harness's per-step poly
+    replaced by the reference's per-epoch schedule (epochs 7, 3 steps each; CI-CAM: ×0.5 every 2)."""
+    from types import SimpleNamespace
+
+    from wsssbench.methods_api import CLS_OPTIMIZERS
+    from wsssbench.stages.common import poly_lr
+    cfg = make_config(METHODS.get(method), {"cls_epochs": "7", "cicam_decay_epoch": "2"} if method == "cicam"
+                      else {"cls_epochs": "7"})
+    ctx = SimpleNamespace(cfg=cfg, num_fg=3)
+    model = METHODS.get(method).build_classifier(ctx)
+    opt = CLS_OPTIMIZERS.get(method)(model, 1e-3, 0.0)
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["betas"] == (0.9, 0.999)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        kinds = {next((k for k in rates if names[id(p)].startswith(k)), "rest") for p in group["params"]}
+        assert len(kinds) == 1 and group["base_lr"] == pytest.approx(1e-3 * rates[kinds.pop()])
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    steps, epochs = 3, 7
+    for it in range(steps * epochs):
+        e = it // steps
+        for group in opt.param_groups:
+            poly = poly_lr(group["base_lr"], it, steps * epochs)
+            want = reference_epoch_lr(group["base_lr"], e, epochs, 2 if method == "cicam" else 0, 0.5)
+            assert opt.epoch_lr(group["base_lr"], poly) == pytest.approx(want, rel=1e-9), (it, e)
+
+
+def test_ranking_pass_is_torchvisions_resize_and_centre_crop():
+    from torchvision import transforms
+
+    from wsssbench.methods.cicam import centre_crop
+    rng = np.random.default_rng(0)
+    for h, w in ((50, 70), (90, 61), (64, 64)):
+        image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        want = transforms.Compose([transforms.Resize(87), transforms.CenterCrop(64)])(Image.fromarray(image))
+        assert np.array_equal(centre_crop(image, 87, 64), np.asarray(want))
+
+
+def test_paper_recipes_use_the_codes_optimisers():
+    for method, opt, batch in (("nlccam", "nlccam", 16), ("cicam", "cicam", 6)):
+        settings = dict(METHODS.get(method).recipe("paper").settings)
+        assert (settings["cls_optimizer"], settings["cls_batch_size"], settings["cls_size"]) == (opt, batch, 224)
 
 
 class BoxSquares(Dataset):
@@ -237,10 +294,10 @@ FAST = {"cls_epochs": "3", "cls_size": "40", "cls_batch_size": "8"}
 
 @pytest.mark.parametrize("method", ["nlccam", "cicam"])
 def test_short_wsol_run(method, tmp_path, monkeypatch):
-    """Classifier, combinational maps and the nlccam box protocol end to end on the stand-in."""
+    """Classifier, combinational maps and the method's box protocol end to end on the stand-in."""
     ds = BoxSquares(tmp_path / "data")
     monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
     result = harness.run_method(method, dataset="box-squares", overrides=FAST, out=tmp_path / "runs")
     assert set(result.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"}
     assert all(0 <= v <= 100 for v in result.metrics.values())
-    assert set(result.protocols.values()) == {"nlccam/224"}
+    assert set(result.protocols.values()) == {f"{method}/224"}

@@ -151,3 +151,43 @@ def combinational_map(cams: torch.Tensor, scores: torch.Tensor, positive: int) -
     gamma = combination_weights(len(scores), positive).to(cams.device)
     combined = torch.einsum("k,khw->hw", gamma, cams[order].double())
     return combined - combined.min()
+
+
+# ------------------------------------------------------------------------------------------ training
+class EpochScheduledAdam(torch.optim.Adam):
+    """Adam on the reference codes' per-epoch schedule (NL-CCAM ``Metric.py`` / CI-CAM ``utils.py``
+    ``poly_lr_scheduler``, called once per epoch): in epoch e of E each group runs at
+    ``base_lr · (1 − e/E)^0.9 · decay_rate^⌊e / decay_epoch⌋``.
+
+    The harness sets every group's lr to its per-step poly ``base_lr · (1 − it/total)^0.9`` before each
+    step; that value gives the progress ``it/total`` and so the epoch, and :meth:`step` replaces it. So
+    the schedule needs no change to the harness, only ``epochs`` (the model's ``epoch_schedule``)."""
+
+    def __init__(self, groups: list[dict], *, epochs: int, decay_epoch: int = 0, decay_rate: float = 1.0):
+        super().__init__(groups)                                    # torch defaults: β (0.9, 0.999), eps 1e-8
+        self.epochs, self.decay_epoch, self.decay_rate = epochs, decay_epoch, decay_rate
+
+    def epoch_lr(self, base_lr: float, poly: float) -> float:
+        """The group's lr in the epoch that the harness's per-step ``poly`` value falls in."""
+        if base_lr <= 0:
+            return poly
+        progress = 1 - (poly / base_lr) ** (1 / 0.9)
+        e = min(int(progress * self.epochs + 1e-6), self.epochs - 1)
+        decay = self.decay_rate ** (e // self.decay_epoch) if self.decay_epoch > 0 else 1.0
+        return base_lr * (1 - e / self.epochs) ** 0.9 * decay
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            group["lr"] = self.epoch_lr(group["base_lr"], group["lr"])
+        return super().step(closure)
+
+
+def adam_groups(model: nn.Module, rates: dict[str, float], lr: float, weight_decay: float) -> list[dict]:
+    """Parameter groups by name prefix, each at ``lr × rate`` (``""``: everything not matched)."""
+    taken: set[int] = set()
+    groups = []
+    for prefix, rate in sorted(rates.items(), key=lambda kv: -len(kv[0])):
+        params = [p for n, p in model.named_parameters() if n.startswith(prefix) and id(p) not in taken]
+        taken |= {id(p) for p in params}
+        groups.append({"params": params, "lr": lr * rate, "base_lr": lr * rate, "weight_decay": weight_decay})
+    return [g for g in groups if g["params"]]
