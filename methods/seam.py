@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wsssbench.errors import UserError
-from wsssbench.methods_api import METHODS, CamConfig, Method
+from wsssbench.methods_api import CLS_OPTIMIZERS, METHODS, CamConfig, Method, Recipe
 
 
 @dataclass
@@ -41,7 +41,12 @@ class SEAMConfig(CamConfig):
     cam_scales: tuple[float, ...] = (2.0, 3.0)   # infer_SEAM.py: (0.5, 1.0, 1.5, 2.0), each with its flip
     seed_alpha: float | None = 16.0     # infer_SEAM.py / CONTA A3.1: background (1 - max CAM)^16
     seed_protocol: str = "seam"         # SEAM evaluation.py: IoU over all classes
-    rw_beta: float = 8.0                # PSA infer_aff.py beta 8 (CONTA A3.1 β = 8), for --set expansion=rw
+    rw_beta: float = 8.0                # PSA infer_aff.py beta 8 (CONTA A3.1 β = 8)
+    # --- expansion=psa (PSA's AffinityNet, SEAM's README step 2; wsssbench/stages/psa.py)
+    rw_psa_low: float = 4.0             # infer_SEAM.py crf_alpha[0] 4: the "la" CRF (train_aff.py --la_crf_dir)
+    rw_psa_high: float = 24.0           # infer_SEAM.py crf_alpha[1] 24: the "ha" CRF (train_aff.py --ha_crf_dir)
+    rw_psa_alpha: float = 16.0          # infer_aff.py --alpha: PSA 16 (CONTA A3.1 "16 by default"); SEAM's copy 6
+    rw_psa_weight_decay: float = 5e-4   # train_aff.py wt_dec 5e-4
 
     def resolve(self, given: set[str]) -> None:
         check(self)
@@ -111,6 +116,20 @@ def seam_losses(model, image, labels, scale: float, top: float) -> dict:
             "ecr": ecr_loss(rv1, cam2, top) + ecr_loss(rv2, cam1, top)}
 
 
+# --- optimiser ---------------------------------------------------------------------------------------
+
+
+def psa_optimizer(model, lr: float, weight_decay: float):
+    """``cls_optimizer=psa``: SEAM's (and PSA's) PolyOptimizer (tool/torchutils.py) on resnet38_SEAM.py's four
+    ``get_parameter_groups`` (the layers named ``classifier*`` are SEAM's from-scratch ``fc8``, ``f8_3``,
+    ``f8_4``, ``f9``); :func:`wsssbench.models.psa.psa_optimizer` says what it does."""
+    from wsssbench.models.psa import psa_optimizer as build
+    return build(model, lr, weight_decay, new=("classifier",))
+
+
+CLS_OPTIMIZERS.add("psa", psa_optimizer)
+
+
 # --- hooks -------------------------------------------------------------------------------------------
 
 
@@ -141,6 +160,36 @@ def refine_cams(ctx, model, image, cams):
     return F.relu(cams - cams.flatten(1).amin(1).view(-1, 1, 1) - EPS)
 
 
+#: SEAM's code (YudeWang/SEAM 3212261) and its README's random-walk step (PSA's AffinityNet); docs/seam.md
+#: shows the side-by-side checks. It needs SEAM's ImageNet ResNet-38 (``--weights``) and a GPU.
+PAPER = Recipe("paper", "SEAM's ResNet-38 classifier, CAMs and PSA random walk, as YudeWang/SEAM's code runs them", (
+    ("backbone", "resnet38"),               # train_SEAM.py --network network.resnet38_SEAM (resnet38d, stride 8)
+    ("cls_output_stride", 8),
+    ("cls_size", 448),                      # train_SEAM.py:44 crop_size 448 (train_aff.py crop 448 too)
+    ("cls_rescale", (1.0, 768 / 448)),      # train_SEAM.py:62 RandomResizeLong(448, 768)
+    ("cls_augment", "seam"),                # train_SEAM.py:62-64: PIL bicubic resize, flip, ColorJitter(.3, .3, .3, .1)
+    ("cls_epochs", 8),                      # train_SEAM.py:36 max_epoches 8
+    ("cls_batch_size", 8),                  # train_SEAM.py:35 batch_size 8
+    ("cls_lr", 0.01),                       # train_SEAM.py:38 lr 0.01 (2x, 10x, 20x groups)
+    ("cls_weight_decay", 5e-4),             # train_SEAM.py:40 wt_dec 5e-4
+    ("cls_optimizer", "psa"),               # train_SEAM.py:78-84 PolyOptimizer (momentum slot = wt_dec)
+    ("seam_frozen", True),                  # resnet38_SEAM.py:27 not_training, resnet38d.py Net.train (BN frozen)
+    ("cam_scales", (0.5, 1.0, 1.5, 2.0)),   # infer_SEAM.py:39 scales, each with its flip
+    ("cam_flip", True),
+    ("seed_alpha", 16.0),                   # CONTA A3.1 (infer_SEAM.py's own out_cam_pred uses a flat 0.26)
+    ("expansion", "psa"),                   # README "Random walk step": train_aff.py, infer_aff.py
+    ("rw_radius", 5),                       # train_aff.py:43 radius=5, resnet38_aff.py radius 5
+    ("rw_beta", 8.0),                       # infer_aff.py:61 beta 8
+    ("rw_exp_times", 8),                    # CONTA A3.1 t = 256, PSA infer_aff.py logt 8 (SEAM's copy: 6)
+    ("rw_psa_alpha", 16.0),                 # CONTA A3.1 16, PSA infer_aff.py alpha 16 (SEAM's copy: 6)
+    ("rw_train_images", None),              # train_aff.py --train_list train_aug: every training image
+    ("rw_epochs", 8),                       # train_aff.py:18 max_epoches 8
+    ("rw_batch_size", 8),                   # train_aff.py:17 batch_size 8
+    ("rw_lr", 0.01),                        # train_aff.py:20 lr 0.01 (PolyOptimizer, 4 groups)
+    ("rw_psa_weight_decay", 5e-4),          # train_aff.py:22 wt_dec 5e-4
+))
+
+
 METHODS.add("seam", Method(
     name="seam",
     config=SEAMConfig,
@@ -148,4 +197,5 @@ METHODS.add("seam", Method(
     build_classifier=build_classifier,
     train_step=train_step,
     refine_cams=refine_cams,
+    recipes=(PAPER,),
 ))
