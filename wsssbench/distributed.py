@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node N -m wsssbench run ...`` starts N copies of the command with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set; :func:`init` joins them (NCCL on CUDA, gloo on CPU). Every
 helper here is a no-op in a plain run (``WORLD_SIZE`` unset or 1), so single-process numbers and
-speed do not change. Training wraps the model in ``DistributedDataParallel`` (:func:`wrap_step`);
+speed do not change. Training wraps the model in ``DistributedDataParallel`` (:func:`ddp_step`);
 inference is sharded by image (:func:`shard`) and additive state is summed (:func:`all_reduce_sum`).
 Code that shards must run on every rank (a sum waits for all of them).
 See docs/scale.md.
@@ -110,13 +110,13 @@ def local_batch(batch_size: int, what: str) -> int:
     return batch_size // world()
 
 
-def wrap_step(model, step, ctx):
-    """``(forward, module)``: ``forward(batch)`` runs ``step(ctx, model, batch)``; under torchrun through a
-    ``DistributedDataParallel`` around the model, so any method's loss (``model.cams(...)``,
-    ``model.outputs(...)``) syncs its gradients; ``find_unused_parameters`` since a step may leave some
-    parameters out. ``module`` is what to call ``.train()``/``.eval()`` on."""
+def ddp_step(ctx, model, step):
+    """A training hook ``step(ctx, model, batch) -> loss`` run, under torchrun, through a
+    ``DistributedDataParallel`` around ``model`` (``step`` itself in a plain run). The whole step is DDP's
+    forward, so any method's loss (``model.cams(...)``, ``model.outputs(...)``, several calls) syncs its
+    gradients; ``find_unused_parameters`` since a step may leave some parameters out."""
     if not active():
-        return (lambda batch: step(ctx, model, batch)), model
+        return step
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
@@ -130,4 +130,25 @@ def wrap_step(model, step, ctx):
 
     ids = [local_rank()] if _STATE.get("device") == "cuda" else None
     ddp = DistributedDataParallel(_Step(), device_ids=ids, find_unused_parameters=True)
-    return ddp, ddp
+    return lambda ctx, model, batch: ddp(batch)
+
+
+class RankSlices:
+    """A batch sampler whose batches every rank draws alike (one seed), each cut to this rank's items
+    ``batch[rank::world]``: N ranks together step on the batches one process would."""
+
+    def __init__(self, batches, batch_size: int, what: str):
+        local_batch(batch_size, what)       # a global batch that does not split evenly is refused
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield batch[rank()::world()]
+
+
+def rank_slices(batches, batch_size: int, what: str):
+    """``batches`` under torchrun cut by :class:`RankSlices`; ``batches`` itself in a plain run."""
+    return RankSlices(batches, batch_size, what) if active() else batches

@@ -68,8 +68,6 @@ def run_cmd(
     from .. import distributed
     from ..harness import run_method
     from ..io import dumps
-    if nproc != 1:
-        _under_torchrun(nproc, device)
     overrides = parse_sets(sets)
     if "recipe" in overrides:
         raise UserError("choose the recipe with --recipe NAME, not --set recipe=NAME")
@@ -85,6 +83,8 @@ def run_cmd(
             options["confounding"] = confounding
     elif preset is not None or confounding is not None:
         raise UserError(f"--preset and --confounding apply to the synthetic datasets only, not {dataset!r}")
+    if nproc != 1:
+        _under_torchrun(nproc, device, method, overrides)
     records = [run_method(method, dataset=dataset, dataset_options=options, root=root, overrides=overrides,
                           seed=s, out=out, device=device, progress=not json_out) for s in parse_seeds(seeds)]
     if not distributed.is_main():       # under torchrun rank 0 prints
@@ -96,13 +96,20 @@ def run_cmd(
     print_summary(summary)
 
 
-def _under_torchrun(nproc: int, device: str) -> None:
+def _under_torchrun(nproc: int, device: str, method: str, overrides: dict) -> None:
     """Replace this process by ``python -m torch.distributed.run --standalone --nproc_per_node N -m wsssbench
-    ...`` (torchrun itself), the same arguments less ``--nproc``."""
+    ...`` (torchrun itself), the same arguments less ``--nproc``; bad options are refused here, once."""
     import os
     import sys
+
+    from ..methods_api import METHODS, make_config
     if nproc < 1:
         raise UserError(f"--nproc {nproc}: must be at least 1")
+    cfg = make_config(METHODS.get(method), overrides)
+    for name in ("cls_batch_size", "rw_batch_size", "seg_batch_size"):     # global batches, split evenly
+        if getattr(cfg, name) % nproc:
+            raise UserError(f"--set {name}={getattr(cfg, name)}: the batch is split over {nproc} processes; "
+                            f"use a multiple of {nproc}")
     if "WORLD_SIZE" in os.environ:
         raise UserError("--nproc under torchrun: torchrun already started the processes; drop --nproc")
     if device == "cuda":

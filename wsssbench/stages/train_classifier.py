@@ -90,8 +90,7 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
                                          pin_memory=ctx.device == "cuda", persistent_workers=workers > 0)
     from ..methods_api import CLS_OPTIMIZERS
     opt = CLS_OPTIMIZERS.get(optimizer)(model, lr, weight_decay)
-    forward, module = distributed.wrap_step(model, step, ctx)
-    module.train()
+    step = distributed.ddp_step(ctx, model, step)
     total = epochs * len(loader)
     losses, it = [], 0
     task = progress.add_task("train classifier", total=total) if progress else None
@@ -106,7 +105,7 @@ def train(ctx, model, step: Callable, samples, *, epochs: int, batch_size: int, 
             if ctx.device == "cuda":
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device == "cuda"):
-                loss = forward(batch)
+                loss = step(ctx, model, batch)
             if not math.isfinite(loss.item()):
                 raise UserError(f"classifier training diverged (loss {loss.item()}) at step {it}; "
                                 "lower cls_lr with --set cls_lr=...")
