@@ -221,3 +221,26 @@ def test_end_to_end_on_squares(tmp_path, monkeypatch, patch):
     rec = harness.run_method("cpn", overrides={**FAST, "cpn_patch": patch}, out=tmp_path / "runs")
     assert all(0 <= rec.metrics[k] <= 100 for k in ("seed_miou", "pseudo_miou", "seg_miou"))
     assert rec.protocols["seed_miou"] == "seam"
+
+
+def test_figure_reads_records_and_marks_the_text_values(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from wsssbench.cli import app
+    cfg = make_config(METHODS.get("cpn"), {"cpn_segments": "200"})
+    folder = tmp_path / "records" / "cpn" / "synthetic"
+    folder.mkdir(parents=True)
+    for seed, value in ((0, 30.0), (1, 34.0)):
+        rec = {"method": "cpn", "dataset": "synthetic", "seed": seed, "metrics": {"seed_miou": value},
+               "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}}
+        (folder / f"r{seed}.json").write_text(json.dumps(rec))
+    res = CliRunner().invoke(app, ["figure", "cpn:6", "--points", "200;300", "--seeds", "0,1", "--out", str(tmp_path),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    assert [p["mean"] for p in got["points"]] == [32.0, None] and got["text"]["S_N = 200"] == 57.43
+    assert (tmp_path / "figures" / "cpn-6.png").stat().st_size > 0
+    bad = CliRunner().invoke(app, ["figure", "cpn:7", "--points", "0,4", "--out", str(tmp_path)])
+    assert bad.exit_code == 2

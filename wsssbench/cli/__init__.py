@@ -6,7 +6,7 @@ import importlib
 from .app import app
 
 # One module per command group; importing a module registers its commands on ``app``.
-_COMMAND_MODULES = ("run", "eval_seg", "eval_wsol", "data", "table", "leaderboard", "compare", "cache")
+_COMMAND_MODULES = ("run", "eval_seg", "eval_wsol", "data", "table", "leaderboard", "compare", "cache", "figure")
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 
