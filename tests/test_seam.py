@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,3 +172,68 @@ def test_conta_runs_on_seam(tmp_path, monkeypatch):
     over = {**FAST, "cls_epochs": "1", "conta_size": "8", "base": "seam", "rounds": "1"}
     rec = harness.run_method("conta", overrides=over, out=tmp_path / "runs")
     assert [r["round"] for r in rec.rounds] == [0, 1]
+
+
+def test_psa_optimizer_is_seams_four_groups():
+    """cls_optimizer=psa: backbone conv weights at lr, new layers (fc8, PCM) at 10 lr, BatchNorm in no group,
+    momentum = weight decay (PolyOptimizer's positional slip)."""
+    from wsssbench.methods_api import CLS_OPTIMIZERS
+    model = small_model(3)
+    opt = CLS_OPTIMIZERS.get("psa")(model, 0.01, 5e-4)
+    groups = [{id(p) for p in g["params"]} for g in opt.param_groups]
+    new = {id(model.classifier.weight), *(id(getattr(model.classifier_pcm, n).weight) for n in ("f8_3", "f8_4", "f9"))}
+    convs = {id(m.weight) for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)}
+    biases = {id(m.bias) for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None}
+    assert groups == [convs, biases, new, set()]
+    assert [g["base_lr"] for g in opt.param_groups] == [0.01, 0.02, 0.1, 0.2]
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0, 5e-4, 0.0]
+    assert all(g["momentum"] == 5e-4 for g in opt.param_groups)
+
+
+def test_psa_optimizer_step_is_the_sgd_formula():
+    """One step: p − lr·(g + wd·p) (the momentum buffer starts as the first gradient), BatchNorm untouched."""
+    from wsssbench.methods_api import CLS_OPTIMIZERS
+    model = small_model(2)
+    opt = CLS_OPTIMIZERS.get("psa")(model, 0.01, 5e-4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = sum(seam.seam_losses(model, torch.randn(2, 3, 40, 40), torch.tensor([[1.0, 0], [0, 1]]), 0.3, 0.2).values())
+    loss.backward()
+    opt.step()
+    params = dict(model.named_parameters())
+    w = "classifier_pcm.f9.weight"
+    want = before[w] - 0.1 * (params[w].grad + 5e-4 * before[w])
+    torch.testing.assert_close(params[w].detach(), want, atol=1e-7, rtol=0)
+    bn = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(torch.equal(params[f"{n}.weight"], before[f"{n}.weight"]) for n in bn)
+
+
+def test_seam_augment_jitters_colours():
+    from wsssbench.stages.common import ImageLabels, seam_jitter
+    image = (np.random.default_rng(0).random((32, 40, 3)) * 255).astype(np.uint8)
+    torch.manual_seed(0)
+    a = seam_jitter(image)
+    torch.manual_seed(0)
+    assert a.shape == image.shape and a.dtype == np.uint8 and np.array_equal(a, seam_jitter(image))
+    assert not np.array_equal(a, image)
+    data = ImageLabels.__new__(ImageLabels)
+    data.size, data.rescale, data.augment = 40, (1.0, 1.0), "seam"
+    torch.manual_seed(1)
+    got = data.rescaled(image)
+    torch.manual_seed(1)
+    from wsssbench.stages.common import irn_resize_long, to_tensor
+    want = to_tensor(seam_jitter(irn_resize_long(image, 40, 40)))
+    assert torch.equal(got, want)
+
+
+def test_paper_recipe_is_seams_code():
+    cfg = make_config(METHODS.get("seam"), {"recipe": "paper"})
+    assert (cfg.backbone, cfg.cls_size, cfg.cls_epochs, cfg.cls_batch_size, cfg.cls_lr) == ("resnet38", 448, 8, 8, 0.01)
+    assert (cfg.cls_optimizer, cfg.cls_augment, cfg.seam_frozen, cfg.expansion) == ("psa", "seam", True, "psa")
+    assert round(448 * cfg.cls_rescale[1]) == 768 and cfg.cam_scales == (0.5, 1.0, 1.5, 2.0)
+    assert (cfg.rw_beta, cfg.rw_exp_times, cfg.rw_radius, cfg.rw_psa_low, cfg.rw_psa_high) == (8.0, 8, 5, 4.0, 24.0)
+
+
+def test_psa_defaults_agree_with_the_stage():
+    from wsssbench.stages.psa import DEFAULTS
+    cfg = make_config(METHODS.get("seam"))
+    assert {k: getattr(cfg, k) for k in DEFAULTS} == DEFAULTS
