@@ -206,8 +206,10 @@ def crf_log_probs(scores, images: np.ndarray, *, scale: float = 12.0, iterations
 
 
 def images_at(image, size) -> np.ndarray:
-    """The normalised batch (B, 3, H, W) as uint8 RGB at the output ``size``: bilinear with corners aligned
-    (scipy ``zoom(order=1)`` as pylayers.py:62) and rounded (pylayers.py:64)."""
+    """The normalised batch (B, 3, H, W) as (B, h, w, 3) uint8 **BGR** at the output ``size``: bilinear with
+    corners aligned (scipy ``zoom(order=1)``, pylayers.py:62), rounded (pylayers.py:64). BGR is Caffe's
+    order, and the CRF's permutohedral lattice is not symmetric in the channels (RGB moves log Q by up to 0.9
+    after one iteration on a noise image; docs/sec.md)."""
     import torch
     import torch.nn.functional as F
 
@@ -216,7 +218,7 @@ def images_at(image, size) -> np.ndarray:
     std = torch.tensor(STD, device=image.device).view(1, 3, 1, 1)
     rgb = (image.float() * std + mean) * 255
     small = F.interpolate(rgb, size=tuple(size), mode="bilinear", align_corners=True)
-    return small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return small.round().clamp(0, 255).to(torch.uint8).flip(1).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def one_hot_cues(mask, num_classes: int, size):
