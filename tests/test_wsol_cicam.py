@@ -164,3 +164,22 @@ def test_grid_equals_a_loop_over_theta():
     grid = cicam_boxes(frame, thetas)
     for k, theta in enumerate(thetas):
         assert grid.largest[grid.level_of[k]].tolist() == cicam_box(frame, float(theta)).tolist(), theta
+
+
+def test_eval_wsol_all_protocols_side_by_side_and_the_theta_curve(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from wsssbench.cli.app import app
+    meta, maps = write_fixture(tmp_path, "per-class")
+    args = ["eval", "wsol", "--metadata", str(meta), "--cams", str(maps), "--protocol", "all"]
+    res = CliRunner().invoke(app, [*args, "--json", "--curve", str(tmp_path / "fig4.png")])
+    assert res.exit_code == 0, res.output
+    by = json.loads(res.stdout)["by_protocol"]
+    assert {k: v["threshold"] for k, v in by.items()} == {"cicam": 0.0, "nlccam": 0.12, "wsolevaluation": 0.2}
+    assert by["cicam"]["top1_loc"] == pytest.approx(100 * REF_ACCURACY["top1_loc"])
+    assert len(by["cicam"]["curve"]["top1_loc"]) == len(by["cicam"]["curve"]["threshold"])
+    assert (tmp_path / "fig4.png").stat().st_size > 0
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "cicam (θ 0)" in res.stdout and "nlccam (θ 0.12)" in res.stdout, res.output

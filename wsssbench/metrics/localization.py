@@ -463,7 +463,8 @@ def summarize(acc: BoxAccumulator, thetas: np.ndarray, *, sweep: bool, fixed: in
         out["top1_cls"] = acc.top1_cls * 100.0 / n
         out["top5_cls"] = acc.top5_cls * 100.0 / n
     out["curve"] = {"threshold": thetas.tolist(), "maxboxacc": v1.tolist(),
-                    **{f"maxboxacc_v2_{d}": v2[:, j].tolist() for j, d in enumerate(acc.iou_thresholds)}}
+                    **{f"maxboxacc_v2_{d}": v2[:, j].tolist() for j, d in enumerate(acc.iou_thresholds)},
+                    **{k: curves[k].tolist() for k in ("top1_loc", "top5_loc") if k in curves}}
     return out
 
 
