@@ -43,10 +43,11 @@ from wsssbench.io import atomic_path, save_figure, write_json
 from wsssbench.methods_api import METHODS, CamConfig, Method
 
 #: the baselines CONTA deploys on (paper Sec. 4.1) and the issue that brings each that is not here yet
-BASES = {"irnet": None, "cam": None, "seam": None, "dsrg": "the SEC/DSRG issue, #20", "sec": None}
+BASES = {"irnet": None, "cam": None, "seam": None, "dsrg": None, "sec": None}
 #: a base's own default round count where it is not ``rounds``'s (appendix 4.1: IRNet+CONTA and SEC+CONTA
 #: "achieve the best performance at round = 3", Table A3's Round = 3 row)
-BASE_ROUNDS = {"sec": 3}
+BASE_ROUNDS = {"sec": 3,
+               "dsrg": 2}     # appendix 4.1 and 4.2: DSRG+CONTA "achieve[s] the best ... at round = 2" (VOC, COCO)
 BLOCKS = {"2": (2,), "3": (3,), "4": (4,), "5": (5,), "dense": (2, 3, 4, 5)}
 MTS = ("adjusted", "seg_mask")
 CONFOUNDERS = ("seg_mask", "pseudo_mask")

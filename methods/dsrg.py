@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from wsssbench.errors import UserError
-from wsssbench.methods.cam import PAPER as CAM_PAPER
 from wsssbench.methods_api import METHODS, SEG_OPTIMIZERS, CamConfig, Method, Recipe
 
 MIN_PROB = 1e-4                     # pylayers.py line 20: min_prob = 0.0001
@@ -277,7 +276,7 @@ SEG_OPTIMIZERS.add("dsrg", dsrg_optimizer)
 #: CONTA appendix 3.3 for the segmenter; the classifier and CAMs are CAM's paper recipe (IRN's ResNet-50).
 PAPER = Recipe("paper", "CAM's paper classifier; CONTA appendix 3.3's DSRG: ResNet-101 DeepLab OS 16 (ImageNet), "
                         "crop 321, batch 20, 10k iterations, lr 5e-4 / 10 every 2k", (
-    *((k, v) for k, v in CAM_PAPER.settings if not k.startswith("seg_")),
+    *((k, v) for k, v in METHODS.get("cam").recipe("paper").settings if not k.startswith("seg_")),
     ("seg_backbone", "resnet101"), ("seg_weights", "torchvision"), ("seg_output_stride", 16), ("seg_size", 321),
     ("seg_batch_size", 20), ("seg_iterations", 10000), ("seg_lr", 5e-4), ("seg_lr_step", 2000),
     ("seg_weight_decay", 5e-4), ("seg_optimizer", "dsrg")))

@@ -166,10 +166,9 @@ def test_settings_are_checked_and_expansion_follows_the_base():
     assert make_config(m, {}).expansion == "rw" and make_config(m, {}).rounds == 3
     assert make_config(m, {"base": "cam"}).expansion == "crf"
     assert make_config(m, {"base": "cam", "expansion": "none"}).expansion == "none"
-    for base in (b for b in ("dsrg",) if b not in METHODS):      # a base whose issue has not landed yet
-        with pytest.raises(UserError, match=f"base={base}: .* not available in wsssbench yet; it arrives with .*"
-                                            r"\(available bases: irnet, cam, seam, sec\)"):
-            make_config(m, {"base": base})
+    dsrg = make_config(m, {"base": "dsrg"})     # DSRG's own settings, round 2 (appendix 4.1, 4.2)
+    assert (dsrg.rounds, dsrg.seg_optimizer, dsrg.seg_lr_step) == (2, "dsrg", 0)
+    assert make_config(m, {"base": "dsrg", "rounds": "3"}).rounds == 3
     sec = make_config(m, {"base": "sec"})       # SEC's own settings, round 3 (appendix 4.1)
     assert (sec.rounds, sec.seg_optimizer, sec.seg_lr_step) == (3, "sec", 100)
     assert make_config(m, {"base": "sec", "rounds": "2"}).rounds == 2
