@@ -56,8 +56,8 @@ class DeepLabV2(nn.Module):
         logits = self.single_scale(x)
         if not self.msc_scales:
             return [logits]
-        pyramid = [self.single_scale(F.interpolate(x, size=[int(s * p) for s in x.shape[2:]], mode="bilinear",
-                                                   align_corners=False))
+        # scale_factor, as msc.py: sides floor(s·p), sampled at steps of 1/p (321 → 160 at step 2, not 321/160)
+        pyramid = [self.single_scale(F.interpolate(x, scale_factor=p, mode="bilinear", align_corners=False))
                    for p in self.msc_scales]
         resized = [F.interpolate(p, size=logits.shape[2:], mode="bilinear", align_corners=False) for p in pyramid]
         fused = torch.stack([logits, *resized]).amax(0)
