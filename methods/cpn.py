@@ -38,7 +38,7 @@ class CPNConfig(SEAMConfig):
 
     cls_batch_size: int = 16            # train_cpn.py batch_size 4 (one GPU); SEAM's tiny 16 here
     cpn_patch: str = "superpixel"       # data.py hide_patch_ss (Tables 1-4); grid: hide_patch
-    cpn_segments: int = 300             # imutils.py slic n_segments=300; paper S_N = 200 (Sec. 4.2, Fig. 6)
+    cpn_segments: int = 300             # imutils.py slic n_segments=300; paper S_N = 200 (Sec. 4.2, Fig. 6); < 32768
     cpn_compactness: float = 10.0       # imutils.py slic compactness=10
     cpn_grid: tuple[int, ...] = (56, 112)  # K, the grid sizes S at a cpn_grid_crop crop: paper K = {56, 112}
     #                                   (Fig. 7; imutils.py hide_patch leaves grid_sizes = [224, 448])
@@ -65,8 +65,8 @@ def check(cfg: CPNConfig) -> None:
             raise UserError(f"--set {name}={getattr(cfg, name)}: use one of {', '.join(allowed)}")
     if not 0 < cfg.cpn_hide < 1:
         raise UserError(f"--set cpn_hide={cfg.cpn_hide}: the hiding probability p_h must lie in (0, 1)")
-    if cfg.cpn_segments < 2:
-        raise UserError(f"--set cpn_segments={cfg.cpn_segments}: SLIC needs at least 2 superpixels")
+    if not 2 <= cfg.cpn_segments < 32768:
+        raise UserError(f"--set cpn_segments={cfg.cpn_segments}: SLIC's segment count must lie in 2..32767")
     if cfg.cpn_compactness <= 0:
         raise UserError(f"--set cpn_compactness={cfg.cpn_compactness}: must be > 0")
     if not cfg.cpn_grid or min(cfg.cpn_grid) < 1 or cfg.cpn_grid_crop < 1:
@@ -143,16 +143,35 @@ def build_classifier(ctx):
     return CPNClassifier(backbone, ctx.num_fg, cfg.seam_dropout, cfg.seam_frozen, cfg.cpn_pcm, cfg.cpn_prcm)
 
 
+#: SLIC labels already computed in this process, by image content and settings (every epoch and the
+#: segmenter's batches ask again), up to SLIC_CACHE_BYTES; beyond it they are recomputed.
+_SLIC: dict = {}
+SLIC_CACHE_BYTES = 256 << 20
+
+
+def superpixels(image: np.ndarray, segments: int, compactness: float) -> np.ndarray:
+    """The SLIC labels (int16) of the (H, W, 3) uint8 ``image``, normalised as the classifier sees it."""
+    import hashlib
+
+    from wsssbench.models.cpn import slic_labels
+    from wsssbench.stages.common import to_tensor
+    key = (hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest(), image.shape,
+           segments, compactness)
+    labels = _SLIC.get(key)
+    if labels is None:
+        labels = slic_labels(to_tensor(image).numpy(), segments, compactness).astype(np.int16)
+        if sum(v.nbytes for v in _SLIC.values()) + labels.nbytes <= SLIC_CACHE_BYTES:
+            _SLIC[key] = labels
+    return labels
+
+
 def extra_inputs(ctx, sample):
     """Super-pixel Patch: the SLIC labels of the normalised image (rescaled nearest, flipped and cropped
     with it; the crop's padding is label 0)."""
     cfg = ctx.cfg
     if cfg.cpn_patch != "superpixel" or not (cfg.cpn_tcp or cfg.cpn_cpcr):
         return {}
-    from wsssbench.models.cpn import slic_labels
-    from wsssbench.stages.common import to_tensor
-    image = to_tensor(ctx.dataset.load_image(sample)).numpy()
-    return {"superpixels": slic_labels(image, cfg.cpn_segments, cfg.cpn_compactness).astype(np.int32)}
+    return {"superpixels": superpixels(ctx.dataset.load_image(sample), cfg.cpn_segments, cfg.cpn_compactness)}
 
 
 def grid_sizes(cfg) -> tuple[int, ...]:

@@ -244,3 +244,10 @@ def test_figure_reads_records_and_marks_the_text_values(tmp_path):
     assert (tmp_path / "figures" / "cpn-6.png").stat().st_size > 0
     bad = CliRunner().invoke(app, ["figure", "cpn:7", "--points", "0,4", "--out", str(tmp_path)])
     assert bad.exit_code == 2
+
+
+def test_superpixels_are_cached_by_content():
+    img = (np.arange(24 * 24 * 3) % 251).astype(np.uint8).reshape(24, 24, 3)
+    first = cpn.superpixels(img, 10, 10.0)
+    assert first.dtype == np.int16 and cpn.superpixels(img.copy(), 10, 10.0) is first
+    assert cpn.superpixels(img, 12, 10.0) is not first
