@@ -301,3 +301,54 @@ def test_short_wsol_run(method, tmp_path, monkeypatch):
     assert set(result.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"}
     assert all(0 <= v <= 100 for v in result.metrics.values())
     assert set(result.protocols.values()) == {f"{method}/224"}
+
+
+def ilsvrc_fixture(root: Path) -> Path:
+    """The Kaggle ILSVRC localization layout: two synsets, six training images each (class folders),
+    four validation JPEGs of other sizes with their boxes (one image with two)."""
+    import csv
+    synsets = ("n01440764", "n01443537")
+    root.mkdir(parents=True)
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish\n")
+    images = root / "ILSVRC" / "Data" / "CLS-LOC"
+    rng = np.random.default_rng(0)
+
+    def draw(path: Path, cls: int, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        img = rng.integers(90, 130, (h, w, 3)).astype(np.uint8)
+        s = int(rng.integers(10, min(h, w) // 2))
+        y, x = (int(v) for v in rng.integers(0, (h - s, w - s)))
+        img[y:y + s, x:x + s] = (220, 30, 30) if cls == 0 else (30, 30, 220)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path, quality=95)
+        return [(x, y, x + s, y + s)]
+
+    for cls, synset in enumerate(synsets):
+        for i in range(6):
+            draw(images / "train" / synset / f"{synset}_{i}.JPEG", cls, 40, 48)
+    with open(root / "LOC_val_solution.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ImageId", "PredictionString"])
+        for i, (cls, h, wd) in enumerate(((0, 40, 60), (1, 52, 40), (0, 44, 44), (1, 36, 50)), start=1):
+            name = f"ILSVRC2012_val_{i:08d}"
+            boxes = draw(images / "val" / f"{name}.JPEG", cls, h, wd) + ([(0, 0, 5, 5)] if i == 2 else [])
+            w.writerow([name, " ".join(f"{synsets[cls]} {' '.join(map(str, b))}" for b in boxes)])
+    return root
+
+
+def test_run_cicam_on_ilsvrc_in_its_official_layout(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from wsssbench.cli.app import app
+    root = ilsvrc_fixture(tmp_path / "ilsvrc")
+    sets = ["cls_epochs=1", "cls_size=32", "cls_batch_size=4", "cam_scales=1.0", "cam_flip=false",
+            "cicam_test_size=32", "cicam_rank_resize=44"]
+    res = CliRunner().invoke(app, ["run", "cicam", "--dataset", "ilsvrc", "--root", str(root), "--out",
+                                   str(tmp_path / "runs"), "--json", *(a for s in sets for a in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)
+    assert rec["dataset"] == "ilsvrc" and set(rec["protocols"].values()) == {"cicam/224"}
+    assert {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"} <= set(rec)
+    maps = sorted((tmp_path / "runs").glob("cache/wsol-maps-*/val/*.npz"))
+    assert len(maps) == 4                                              # the val split, one map per image
