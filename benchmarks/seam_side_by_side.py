@@ -221,6 +221,8 @@ def psa(checkout: Path, size: int, out: dict) -> None:
     exact = walk(cams.double(), mat.double(), 8, 8, "sparse")
     out["walked_scale"] = walked_ref.abs().max().item()
     out["walked_ref_vs_float64_max_absdiff"] = (walked_ref.double() - exact).abs().max().item()
+    out["walked_sparse_vs_float64_max_absdiff"] = (walk(cams, mat, 8, 8, "sparse").double() - exact).abs().max().item()
+    out["cells_in_no_pair"] = int(((aff_mat_ref != 0).sum(0) == 1).sum())
     out["walked_argmax_agree"] = float((walk(cams, mat, 8, 8, "sparse").argmax(0) == walked_ref.argmax(0)).float().mean())
 
 
