@@ -34,6 +34,7 @@ class CICAMConfig(NLCCAMConfig):
     cls_lr: float = 0.01                # SGD at CAM's 0.1 (head 1.0) diverges on synthetic-loc tiny (loss nan
     #                                   at step 33): X^e = X + X ⊙ Conv(Q) amplifies the features
     cicam_update_rate: float = 0.01     # λ of Eq. 7 (Sec. 4.2; Table 4 sweeps 0.002-0.08)
+    cicam_context_pool: bool = True     # False: Table 3's "TwoC" (train2.py --attention 0: X^e = X, no pool)
     cicam_decay_epoch: int = 14         # run.sh --decay_epoch 14 (CUB, VGG-16): lr x decay_rate every 14 epochs
     cicam_decay_rate: float = 0.5       # run.sh --decay_rate 0.5
     cicam_test_size: int = 64           # tmp_test.py: maps of the image resized to crop_size² (224); tiny: 64
@@ -72,7 +73,8 @@ def build_cicam(ctx) -> torch.nn.Module:
     backbone = build_backbone(ctx.cfg.backbone, pretrained=pretrained_source(ctx.cfg),
                               output_stride=ctx.cfg.cls_output_stride)
     cfg = ctx.cfg
-    model = CICAMClassifier(backbone, ctx.num_fg, pool_size(backbone, cfg.cls_size), cfg.cicam_update_rate)
+    model = CICAMClassifier(backbone, ctx.num_fg, pool_size(backbone, cfg.cls_size), cfg.cicam_update_rate,
+                            cfg.cicam_context_pool)
     model.epoch_schedule = {"epochs": cfg.cls_epochs, "decay_epoch": cfg.cicam_decay_epoch,
                             "decay_rate": cfg.cicam_decay_rate}          # read by the "cicam" optimiser
     return model

@@ -183,3 +183,31 @@ def test_eval_wsol_all_protocols_side_by_side_and_the_theta_curve(tmp_path):
     assert (tmp_path / "fig4.png").stat().st_size > 0
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "cicam (θ 0)" in res.stdout and "nlccam (θ 0.12)" in res.stdout, res.output
+
+
+def test_table_shows_each_run_under_a_second_box_protocol(tmp_path, monkeypatch):
+    """cicam:1 (reproduce.yaml box_protocols: [wsolevaluation]): the run's own Top-1 Loc and its saved maps
+    scored again under wsolevaluation at θ 0.2, each beside the printed number; Top-1 Cls only once."""
+    import json
+
+    import wsssbench.data
+    from wsssbench.tables import get_table, render, reproduce
+    meta, maps = write_fixture(tmp_path, "per-class")
+    ds = get_dataset("wsolmeta", meta)
+    monkeypatch.setattr(wsssbench.data, "get_dataset", lambda name, root=None, **options: ds)
+    own = evaluate_wsol(ds, "test", maps, protocol="cicam", threshold=None)
+    rec = {"method": "cicam", "dataset": "fixture", "dataset_preset": None, "pretrained": None, "seed": 0,
+           "metrics": {k: own[k] for k in ("top1_cls", "top1_loc")}, "config": {"wsol_frame": "224"},
+           "protocols": {"top1_cls": "cicam/224", "top1_loc": "cicam/224"}, "artifacts": {"maps": str(maps)}}
+    table = get_table("cicam:1")
+    assert table.box_protocols == ("wsolevaluation",)
+    reproduced = reproduce(table, [], {"VGG-CI-CAM(ours)": [rec]})
+    out = json.loads(render(table, "json", reproduced))
+    cells = next(r for r in out["rows"] if r["key"] == "VGG-CI-CAM(ours)")["cells"]
+    second = evaluate_wsol(ds, "test", maps, protocol="wsolevaluation", threshold=None)
+    assert cells["Top-1 Loc(%)"]["reproduced"]["mean"] == pytest.approx(100 * REF_ACCURACY["top1_loc"])
+    assert cells["Top-1 Loc(%)"]["reproduced_by_protocol"]["wsolevaluation"]["mean"] == second["top1_loc"]
+    assert "reproduced_by_protocol" not in cells["Top-1 Cls(%)"]
+    assert "Top-1 Loc(%) (ours, wsolevaluation)" in out["header"]
+    assert "Top-1 Cls(%) (ours, wsolevaluation)" not in out["header"]
+    assert "top1_loc@wsolevaluation=wsolevaluation/224 θ 0.2" in " ".join(out["notes"])

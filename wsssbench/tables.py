@@ -81,6 +81,7 @@ class Table:
     numbers: bool = True
     source: str = ""
     source_lines: tuple[int, ...] = ()
+    box_protocols: tuple[str, ...] = ()   # WSOL: each run's maps also scored by these box protocols (reproduce.yaml)
 
     def cell(self, row_key: str, column: str) -> Cell | None:
         return self.cells.get((row_key, column))
@@ -240,7 +241,7 @@ def load_tables(root: str | Path | None = None) -> dict[str, Table]:
             metrics=dict(recipe.get("metrics", {})),
             row_header=meta.get("row_header") or (header[0] if header else "Method"),
             group_header=meta.get("group_header") or "", numbers=numbers, source=meta.get("source", ""),
-            source_lines=_as_tuple(meta.get("source_lines")))
+            source_lines=_as_tuple(meta.get("source_lines")), box_protocols=_as_tuple(recipe.get("box_protocols")))
     if by_table:
         raise UserError(f"{reported_dir(root)}: table(s) {sorted(by_table)} have cells but no entry in any "
                         "*_tables.yaml")
@@ -364,11 +365,40 @@ def reproduce(table: Table, records: list[dict], by_row: dict[str, list[dict]] |
                     row_protocols.setdefault((key, metric), set()).add(rec["protocols"][metric])
                     if rec["protocols"][metric] not in protocols.setdefault(metric, []):
                         protocols[metric].append(rec["protocols"][metric])
+    _rescored(table, matched, values, protocols)
     for (key, metric), names in row_protocols.items():
         if len(names) > 1:      # a mean over different scoring conventions would be no number at all
             raise UserError(f"table {table.id} row {key!r}: the records score {metric} with different protocols "
                             f"({', '.join(sorted(names))}); render one protocol at a time")
     return Reproduced(values, protocols, datasets, random_init)
+
+
+def _rescored(table: Table, matched: dict[str, list[dict]], values: dict, protocols: dict) -> None:
+    """WSOL tables with ``box_protocols``: every matched run's saved maps scored again under each of them
+    (its own θ), as ``<metric>@<protocol>`` values beside the run's own; runs whose maps are gone add none."""
+    if not table.box_protocols:
+        return
+    from .metrics.localization import BOX_METRICS, BOX_PROTOCOLS, rescore_record
+    metrics = [m for m in table.metrics.values() if m in BOX_METRICS]
+    for proto in table.box_protocols:
+        BOX_PROTOCOLS.get(proto)                # an unknown name: one line naming the known ones
+        for key, hits in matched.items():
+            for rec in hits:
+                result = rescore_record(rec, proto) if metrics else None
+                for metric in metrics if result is not None else ():
+                    if metric in result:
+                        values.setdefault((key, f"{metric}@{proto}"), []).append(float(result[metric]))
+                        name = f"{result['protocol']}/{result['frame']} θ {result['threshold']:g}"
+                        if name not in protocols.setdefault(f"{metric}@{proto}", []):
+                            protocols[f"{metric}@{proto}"].append(name)
+
+
+def _extra_protocols(table: Table, reproduced: "Reproduced | None", col: str) -> list[str]:
+    """The ``box_protocols`` a column is also shown under (its metric depends on the box rule)."""
+    if reproduced is None or col not in table.metrics or not table.box_protocols:
+        return []
+    from .metrics.localization import BOX_METRICS
+    return [p for p in table.box_protocols if table.metrics[col] in BOX_METRICS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +434,9 @@ def grid(table: Table, reproduced: Reproduced | None = None,
             if with_delta:
                 header.append(f"Δ {col}")
                 aligns.append("r")
+            for proto in _extra_protocols(table, reproduced, col):
+                header += [f"{col} (ours, {proto})"] + ([f"Δ {col} ({proto})"] if with_delta else [])
+                aligns += ["r"] * (2 if with_delta else 1)
     body, bold = [], set()
     for spec in table.rows:
         line = ([spec.group] if table.grouped else []) + [spec.label]
@@ -419,6 +452,9 @@ def grid(table: Table, reproduced: Reproduced | None = None,
                 line.append(cell.delta if cell is not None and cell.delta else "")
             if reproduced is not None and col in table.metrics:
                 line += _ours(cell, reproduced.summary(spec.key, table.metrics[col]))[:2 if with_delta else 1]
+                for proto in _extra_protocols(table, reproduced, col):
+                    line += _ours(cell, reproduced.summary(spec.key, f"{table.metrics[col]}@{proto}"))[
+                        :2 if with_delta else 1]
         body.append(line)
     return header, body, aligns, bold
 
@@ -584,6 +620,13 @@ def _render_json(table, header, body, aligns, bold, notes, reproduced):
                         "delta": s[0] - cell.number if numeric else None,
                         # the printed number outside the 95% t interval of ours (None: fewer than 2 seeds)
                         "delta_resolved": not unresolved(cell, s) if numeric and s[2] > 1 else None}
+                for proto in _extra_protocols(table, reproduced, col):
+                    s = reproduced.summary(spec.key, f"{table.metrics[col]}@{proto}")
+                    if s is not None:
+                        entry["cells"][col].setdefault("reproduced_by_protocol", {})[proto] = {
+                            "mean": s[0], "std": s[1], "n": s[2],
+                            "delta": s[0] - cell.number if cell.number is not None and reproduced.comparable(table)
+                            else None}
         rows.append(entry)
     obj = {"id": table.id, "paper": table.paper, "caption": table.caption, "datasets": list(table.datasets),
            "numbers": table.numbers, "source": table.source, "source_lines": list(table.source_lines),

@@ -580,3 +580,26 @@ def _fg_mask(dataset, sample, size: tuple[int, int]) -> np.ndarray:
     mask = dataset.load_mask(sample)
     mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     return np.where(mask == 255, 255, (mask != 0).astype(np.uint8))
+
+
+#: the metrics a box protocol changes (Top-k cls and MaxBoxAcc's maxima do not depend on the fixed θ rule)
+BOX_METRICS = ("top1_loc", "top5_loc", "gt_known")
+
+
+def rescore_record(record: dict, protocol: str) -> dict | None:
+    """A WSOL run record's saved maps (``artifacts.maps``) scored under ``protocol`` at that protocol's own
+    θ: the :func:`evaluate_wsol` dict, or None when the maps or the dataset are not on this machine. The
+    dataset is the record's (synthetic: regenerated from ``extra.generation``; real: its standard place)."""
+    maps = (record.get("artifacts") or {}).get("maps")
+    if not maps or not Path(maps).is_dir():
+        return None
+    from ..data import get_dataset
+    generation = (record.get("extra") or {}).get("generation") or {}
+    options = {k: generation[k] for k in ("preset", "seed", "confounding") if k in generation}
+    try:
+        ds = get_dataset(record["dataset"], **options)
+        split = "test" if "test" in ds.split_names() else "val"
+        return evaluate_wsol(ds, split, maps, protocol=protocol, frame=record["config"].get("wsol_frame", WSOL.frame),
+                             threshold=None)
+    except UserError:
+        return None

@@ -98,9 +98,11 @@ class CICAMClassifier(NonLocalCAM):
     CAM branch on the enhanced features. ``forward`` gives ``S^e`` and ``cams`` ``M^e`` (CI-CAM's final
     prediction; ``test2.py`` boxes ``compute_rois_down``)."""
 
-    def __init__(self, backbone: Backbone, num_classes: int, pool_size: tuple[int, int], update_rate: float):
+    def __init__(self, backbone: Backbone, num_classes: int, pool_size: tuple[int, int], update_rate: float,
+                 context_pool: bool = True):
         super().__init__(backbone, num_classes)
         self.update_rate = update_rate                                    # λ of Eq. 7
+        self.use_pool = context_pool                    # False: train2.py --attention 0 (X^e = X, Q never updated)
         self.register_buffer("context_pool", torch.zeros(num_classes, *pool_size))   # Q: cub_vgg16.py self.mask
         self.context_attention = nn.Conv2d(num_classes, backbone.out_channels, 1)    # cub_vgg16.py mask2attention
 
@@ -116,6 +118,8 @@ class CICAMClassifier(NonLocalCAM):
         """``(S, M, S^e, M^e)``: the CAM branch on X and the weight-shared one on X^e (π = argmax S)."""
         feats = self.features(x)
         logits, cams = self.head(feats)
+        if not self.use_pool:
+            return logits, cams, logits, cams
         logits_e, cams_e = self.head(self.enhance(feats, logits.argmax(1)))
         return logits, cams, logits_e, cams_e
 
@@ -127,7 +131,10 @@ class CICAMClassifier(NonLocalCAM):
     def update_pool(self, cams: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 7 ``Q ← BN(Q + λ·BN(M_π))``. As ``utils.py`` ``old_create_attention`` builds ``M_π``: each
         image whose top class π is one of its labels adds its map ``M_π`` to plane π (summed over the
-        batch; other images add nothing); then ``update_mask`` applies the BN to every plane."""
+        batch; other images add nothing); then ``update_mask`` applies the BN to every plane. Without the
+        pool (``--attention 0``) nothing changes."""
+        if not self.use_pool:
+            return
         top = logits.argmax(1)
         right = labels[torch.arange(len(top)), top] > 0
         fresh = torch.zeros_like(self.context_pool)
