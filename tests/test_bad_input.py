@@ -122,3 +122,48 @@ def test_eval_seeds_refuses_non_finite_and_out_of_range_values(tmp_path, option)
                      "--cams", str(tmp_path), *option)
     assert result.exit_code == 2 and ("not in [0, 1]" in result.output or "finite number > 0" in result.output)
     assert not (tmp_path / "absent").exists()        # refused before any data was read or generated
+
+
+def test_record_temporaries_are_skipped_and_truncated_records_named_by_table_and_leaderboard_check(tmp_path):
+    """The atomic writer's dot-prefixed temporaries are not runs; a record cut short by a crash is named, never
+    counted (``table --runs``: one stderr line, the table still renders; ``leaderboard check``: a problem, exit 1)."""
+    import shutil
+
+    from wsssbench.reported import LEADERBOARD_DIR
+    from wsssbench.records import RunRecord
+    board = tmp_path / "leaderboards"
+    shutil.copytree(LEADERBOARD_DIR, board, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    runs = board / "reproduced" / "extra"
+    rec = RunRecord(method="seam", dataset="voc", dataset_preset=None, config={"rounds": 0}, seed=0,
+                    metrics={"seed_miou": 50.0}, protocols={"seed_miou": "seam"}, pretrained=None)
+    text = rec.write(runs / "seam0.json").read_text()
+    (runs / ".seam0.json.a1b2.json").write_text(text[:40])      # a temporary, itself cut short
+    assert _invoke("leaderboard", "check", "--root", str(board)).exit_code == 0
+    result = _invoke("table", "conta:2", "--runs", str(runs), "--format", "csv")
+    assert result.exit_code == 0 and ".seam0" not in result.output
+    (runs / "seam1.json").write_text(text[: len(text) // 2])
+    result = _invoke("leaderboard", "check", "--root", str(board))
+    assert result.exit_code == 1 and "seam1.json" in result.output and ".seam0" not in result.output
+    result = _invoke("table", "conta:2", "--runs", str(runs), "--format", "csv")
+    assert result.exit_code == 0 and "seam1.json" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "cam", "--set", "cls_lr=nan"], "cls_lr=nan: not a finite number"),
+    (["run", "cam", "--set", "crf_alpha=-inf"], "crf_alpha=-inf: not a finite number"),
+    (["run", "cam", "--confounding", "nan"], "confounding must lie in [0, 1] (got nan)"),
+    (["run", "cam", "--confounding", "1.5"], "confounding must lie in [0, 1] (got 1.5)"),
+    (["data", "synth", "--confounding", "inf"], "confounding must lie in [0, 1] (got inf)")])
+def test_run_and_synth_refuse_non_finite_settings_before_any_work(tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("WSSSBENCH_DATA", str(tmp_path / "data"))
+    result = _invoke(*args, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1.5"])
+def test_eval_wsol_refuses_a_threshold_that_is_not_a_fraction(loc, value):
+    root, maps, _ = loc
+    result = _invoke("eval", "wsol", "--root", str(root), "--cams", str(maps), "--threshold", value, "--json")
+    assert result.exit_code == 2 and f"--threshold must be in [0, 1); got {value}" in result.output
+    assert "maxboxacc" not in result.output
