@@ -174,3 +174,52 @@ def test_paper_recipe_and_workers():
     assert cfg.seg_scales == (0.5, 0.75, 1.0, 1.25, 1.5) and cfg.expansion == "rw"
     assert loader_workers(make_config(METHODS.get("cam"), {"workers": "3"})) == 3
     assert 0 <= loader_workers(make_config(METHODS.get("cam"))) <= 4
+
+
+@pytest.fixture()
+def coco_micro(tmp_path, monkeypatch):
+    import dataclasses
+
+    from wsssbench.data.synthetic import PRESETS, generate
+    micro = dataclasses.replace(PRESETS["coco-tiny"], name="coco-micro", num_classes=6, coco=(12, 6),
+                                sizes=((40, 48), (48, 40)), size_weights=(0.5, 0.5))
+    monkeypatch.setitem(PRESETS, "coco-micro", micro)
+    generate(tmp_path, "coco-micro")
+    return tmp_path
+
+
+def test_coco_mask_cache_is_exact_verified_and_skips_the_json(coco_micro, monkeypatch):
+    from wsssbench.data import coco, get_dataset
+    from wsssbench.errors import UserError
+    plain = get_dataset("coco", coco_micro, mask_cache="none")
+    cached = get_dataset("coco", coco_micro)
+    for split in ("train", "val"):
+        want, got = plain.samples(split), cached.samples(split)
+        assert [(s.id, s.labels, s.size, s.image) for s in got] == [(s.id, s.labels, s.size, s.image) for s in want]
+        for a, b in zip(want, got):
+            assert np.array_equal(plain.load_mask(a), cached.load_mask(b))
+    folder = coco_micro / "coco" / "wsssbench_masks" / "recam" / "train"
+    assert (folder / "manifest.json").is_file() and not cached._coco    # the json's index was dropped
+
+    def no_json(path):
+        raise AssertionError(f"{path} parsed although the cache is valid")
+    monkeypatch.setattr(coco, "_load_api", no_json)
+    again = get_dataset("coco", coco_micro)
+    sample = again.samples("train")[0]
+    assert np.array_equal(again.load_mask(sample), plain.load_mask(plain.samples("train")[0]))
+    (folder / f"{sample.id}.png").write_bytes((folder / f"{again.samples('train')[1].id}.png").read_bytes())
+    with pytest.raises(UserError, match="differs from the mask cache's manifest"):
+        again.load_mask(sample)
+
+
+def test_coco_mask_cache_rebuilt_when_the_annotations_change(coco_micro):
+    import json
+
+    from wsssbench.data import get_dataset
+    ds = get_dataset("coco", coco_micro)
+    n = len(ds.samples("val"))
+    path = coco_micro / "coco" / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["images"] = data["images"][:-1]
+    path.write_text(json.dumps(data))
+    assert len(get_dataset("coco", coco_micro).samples("val")) == n - 1

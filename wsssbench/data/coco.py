@@ -12,21 +12,31 @@ COCO has no official semantic mask. The recipe pinned here is ReCAM's (``zhaozhe
   (``COCO_train2014_000000000009``), as ReCAM names its CAM files.
 
 Another community recipe (crowd included, area-sorted, raw ids) gives different ground truth; numbers
-made on it are not comparable. Masks are decoded on demand with pycocotools (nothing is cached, so a
-changed recipe cannot be read from a stale cache); memory holds the annotations, never the masks.
+made on it are not comparable.
+
+**Mask cache.** pycocotools' index of ``instances_train2014.json`` takes several GB. So the first read of a
+split decodes every mask once (as ``wsssbench data masks`` writes them) into ``<mask_cache>/recam/<split>/``
+(default ``<root>/wsssbench_masks``; option ``mask_cache``, ``none`` to decode on demand) with a
+``manifest.json`` holding the annotation file's size and SHA-256, the samples and each PNG's SHA-256; the
+index is then dropped. Later reads check the annotation file against the manifest (another file: the
+cache is rebuilt) and each PNG against its digest when it is read (a mismatch is a UserError), and never
+load the json: memory holds the sample list, never the annotations or the masks.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from . import DATASETS
-from .base import Dataset, Sample, find_layout
+from ..io import atomic_path, write_json
+from .base import Dataset, Sample, find_layout, mask_png
 
 RECIPE = "recam"
 
@@ -41,14 +51,23 @@ SPLITS = {"train": "train2014", "val": "val2014"}
 class COCOSegmentation(Dataset):
     name = "coco"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, mask_cache: str | os.PathLike | None = None):
         self.root = Path(root)
+        if mask_cache is None:
+            self.cache: Path | None = self.root / "wsssbench_masks"
+        else:
+            self.cache = None if str(mask_cache).lower() == "none" else Path(mask_cache)
         self._coco: dict[str, object] = {}
+        self._manifests: dict[str, dict] = {}
         splits = self.split_names()
         if not splits:
             raise UserError(f"{self.root / 'annotations'}: no instances_{{train,val}}2014.json; {LAYOUT}")
-        first = self.api("val" if "val" in splits else splits[0])     # val's json is the smaller one
-        cats = sorted((int(c["id"]), str(c["name"])) for c in first.dataset["categories"])
+        manifest = next(filter(None, (self._manifest(s) for s in splits)), None)
+        if manifest is not None:
+            cats = [(int(c), str(n)) for c, n in manifest["categories"]]
+        else:
+            first = self.api("val" if "val" in splits else splits[0])     # val's json is the smaller one
+            cats = sorted((int(c["id"]), str(c["name"])) for c in first.dataset["categories"])
         self.category_ids = tuple(c for c, _ in cats)
         super().__init__(root, ("background", *(name for _, name in cats)))
         # ReCAM's category_map: the k-th smallest category id -> k (1-based), background 0.
@@ -75,6 +94,14 @@ class COCOSegmentation(Dataset):
         return self._coco[split]
 
     def _read_split(self, split: str) -> list[Sample]:
+        if self.cache is None:
+            return self._samples_from_api(split)
+        manifest = self._manifest(split) or self._build_cache(split)
+        folder = self.cache / RECIPE / split
+        return [Sample(id=i, image=self.root / SPLITS[split] / name, labels=tuple(labels), mask=folder / f"{i}.png",
+                       size=(h, w)) for i, name, labels, h, w in manifest["samples"]]
+
+    def _samples_from_api(self, split: str) -> list[Sample]:
         api = self.api(split)
         path = self._ann_path(split)
         out = []
@@ -91,8 +118,70 @@ class COCOSegmentation(Dataset):
                               size=(int(info["height"]), int(info["width"]))))
         return out
 
+    def _annotation_stamp(self, split: str) -> dict:
+        """The annotation file's size and SHA-256 (what a cache must have been made from)."""
+        path = self._ann_path(split)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        return {"file": path.name, "size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+    def _manifest(self, split: str) -> dict | None:
+        """The split's cache manifest if the cache was made from the present annotation file, else None."""
+        if self.cache is None:
+            return None
+        if split not in self._manifests:
+            path = self.cache / RECIPE / split / "manifest.json"
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            if manifest.get("recipe") != RECIPE or manifest.get("annotations") != self._annotation_stamp(split):
+                return None
+            self._manifests[split] = manifest
+        return self._manifests[split]
+
+    def _build_cache(self, split: str) -> dict:
+        """Decode every mask of ``split`` once into the cache, write the manifest last, drop the json's index."""
+        folder = self.cache / RECIPE / split
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"coco: cannot write the mask cache {folder} ({err}); give a writable folder with "
+                            "--option mask_cache=DIR, or mask_cache=none to decode masks on demand") from None
+        samples = self._samples_from_api(split)
+        digests = {}
+        for sample in samples:
+            png = mask_png(self._decode(sample))
+            with atomic_path(folder / f"{sample.id}.png") as tmp:
+                tmp.write_bytes(png)
+            digests[sample.id] = hashlib.sha256(png).hexdigest()
+        manifest = {"recipe": RECIPE, "annotations": self._annotation_stamp(split),
+                    "categories": [[c, self.class_names[self._lut[c]]] for c in self.category_ids],
+                    "samples": [[s.id, s.image.name, list(s.labels), *s.size] for s in samples], "masks": digests}
+        write_json(folder / "manifest.json", manifest)
+        self._coco.pop(split, None)                 # the index is no longer needed: its gigabytes go
+        self._manifests[split] = manifest
+        return manifest
+
     def load_mask(self, sample: Sample) -> np.ndarray:
-        """The ``recam`` semantic mask of ``sample``, decoded from its split's instances json."""
+        """The ``recam`` semantic mask of ``sample``: from the cache (its digest checked), else decoded."""
+        if self.cache is None or Path(sample.mask).suffix != ".png":
+            return self._decode(sample)
+        split = Path(sample.mask).parent.name
+        manifest = self._manifest(split) if split in SPLITS else None
+        if manifest is None or sample.id not in manifest["masks"]:
+            raise UserError(f"coco: sample {sample.id!r} does not come from this dataset's mask cache")
+        data = Path(sample.mask).read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["masks"][sample.id]:
+            raise UserError(f"{sample.mask}: differs from the mask cache's manifest (corrupt or edited); delete "
+                            f"{self.cache / RECIPE / split} to rebuild it")
+        from PIL import Image
+        return np.array(Image.open(io.BytesIO(data)))
+
+    def _decode(self, sample: Sample) -> np.ndarray:
+        """The mask decoded from the split's instances json with pycocotools."""
         split = next((s for s in SPLITS if sample.mask == self._ann_path(s)), None)
         if split is None:
             raise UserError(f"coco: sample {sample.id!r} does not come from this dataset's annotation files")
@@ -134,7 +223,7 @@ def recam_mask(api, image_id: int, lut: dict[int, int]) -> np.ndarray:
 
 
 @DATASETS.register("coco")
-def coco(root=None) -> COCOSegmentation:
+def coco(root=None, mask_cache=None) -> COCOSegmentation:
     root = find_layout("coco", root, ("coco", "COCO", "MSCOCO"), "annotations",
                        "MS-COCO 2014", LAYOUT)
-    return COCOSegmentation(root)
+    return COCOSegmentation(root, mask_cache)
