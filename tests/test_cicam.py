@@ -352,3 +352,15 @@ def test_run_cicam_on_ilsvrc_in_its_official_layout(tmp_path):
     assert {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"} <= set(rec)
     maps = sorted((tmp_path / "runs").glob("cache/wsol-maps-*/val/*.npz"))
     assert len(maps) == 4                                              # the val split, one map per image
+
+
+def test_without_the_pool_both_branches_are_the_plain_cam_and_q_stays():
+    """Table 3's TwoC (train2.py --attention 0): X^e = X and the pool is never updated."""
+    torch.manual_seed(0)
+    net = CICAMClassifier(build_backbone("small", output_stride=8), 3, (4, 4), update_rate=0.5,
+                          context_pool=False).eval()
+    x = torch.randn(2, 3, 32, 32)
+    logits, cams, logits_e, cams_e = net.branches(x)
+    assert torch.equal(logits, logits_e) and torch.equal(cams, cams_e)
+    net.update_pool(cams, logits, torch.eye(3)[logits.argmax(1)])
+    assert not net.context_pool.any()
