@@ -2,9 +2,11 @@
 as the context confounds the class?
 
     python benchmarks/cicam_claim.py --out runs-cicam-claim [--seeds 0,1,2] [--confounding 0,0.5,0.9]
-                                     [--records DIR] [--figure PNG] [--curve PNG] [--json] [--reuse]
+                                     [--set KEY=VALUE ...] [--records DIR] [--figure PNG] [--curve PNG]
+                                     [--json] [--reuse]
 
-Runs ``nlccam`` and ``cicam`` (their ``tiny`` defaults, one after the other, one thread each) on
+Runs ``nlccam`` and ``cicam`` (their ``tiny`` defaults and the same ``--set`` settings, one after the
+other, one thread each) on
 ``synthetic-loc`` generated at each confounding level with each seed, then scores every run's saved
 maps under CI-CAM's box rule (protocol ``cicam``, θ 0: Top-1 Loc, GT-known) and under wsolevaluation
 (MaxBoxAccV2, θ-free), and prints per level the mean ± std over seeds of both methods and the paired
@@ -32,10 +34,10 @@ def dataset(level: float):
     return get_dataset("synthetic-loc", preset="tiny", confounding=level)
 
 
-def run(method: str, level: float, seed: int, out: Path) -> dict:
+def run(method: str, level: float, seed: int, out: Path, sets: dict[str, str]) -> dict:
     from wsssbench.harness import run_method
     rec = run_method(method, dataset="synthetic-loc", dataset_options={"preset": "tiny", "confounding": level},
-                     seed=seed, out=out)
+                     overrides=sets, seed=seed, out=out)
     return rec.to_dict()
 
 
@@ -50,19 +52,27 @@ def score(record: dict, level: float) -> dict:
     return out
 
 
-def saved(out: Path, levels: list[float], seeds: list[int]) -> dict:
+def saved(out: Path, levels: list[float], seeds: list[int], sets: dict[str, str]) -> dict:
     """``--reuse``: the records in ``out`` for every (method, level, seed)."""
     found = {}
     for method in METHODS:
         for path in sorted((out / "records" / method).glob("*/*.json")):
             rec = json.loads(path.read_text())
             level = rec.get("extra", {}).get("generation", {}).get("confounding")
-            if level in levels and rec["seed"] in seeds and rec["config"].get("recipe") == "tiny":
+            same = all(str(rec["config"].get(k)) == str(_parsed(method, k, v)) for k, v in sets.items())
+            if level in levels and rec["seed"] in seeds and rec["config"].get("recipe") == "tiny" and same:
                 found[(method, level, rec["seed"])] = rec
     missing = [k for k in ((m, c, s) for m in METHODS for c in levels for s in seeds) if k not in found]
     if missing:
         sys.exit(f"--reuse: no record in {out} for (method, confounding, seed) {missing}")
     return found
+
+
+def _parsed(method: str, key: str, value: str):
+    """``--set`` value as the config stores it (a tuple field as a list, as records hold it)."""
+    from wsssbench.methods_api import METHODS, make_config
+    v = getattr(make_config(METHODS.get(method), {key: value}), key)
+    return list(v) if isinstance(v, tuple) else v
 
 
 def analyse(scores: dict, levels: list[float], seeds: list[int]) -> dict:
@@ -126,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="runs folder (stage cache and records)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--confounding", default="0,0.5,0.9")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for both methods (repeatable), e.g. cam_scales=2.0")
     p.add_argument("--records", type=Path, help="copy the records and scores here (artifact paths dropped)")
     p.add_argument("--figure", type=Path, help="write the Δ-vs-confounding figure here (PNG)")
     p.add_argument("--curve", type=Path, help="write Top-1 Loc over θ (cicam rule) of both methods here (PNG)")
@@ -134,10 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     levels = [float(c) for c in args.confounding.split(",")]
+    sets = dict(kv.split("=", 1) for kv in args.sets)
     if args.reuse:
-        records = saved(args.out, levels, seeds)
+        records = saved(args.out, levels, seeds, sets)
     else:
-        records = {(m, c, s): run(m, c, s, args.out) for s in seeds for c in levels for m in METHODS}
+        records = {}
+        for s in seeds:
+            for c in levels:
+                for m in METHODS:
+                    records[(m, c, s)] = run(m, c, s, args.out, sets)
+                    print(f"ran {m}, confounding {c:g}, seed {s}", file=sys.stderr, flush=True)
     scores = {k: score(rec, k[1]) for k, rec in records.items()}
     result = analyse(scores, levels, seeds)
     if args.records:
