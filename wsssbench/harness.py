@@ -105,7 +105,8 @@ def _cpu_threads(device: str):
 
 #: settings that are fractions of a max-normalised map, and settings that must be positive
 FRACTIONS = ("seed_threshold", "rw_conf_fg", "rw_conf_bg", "rw_bg_threshold", "wsol_threshold")
-POSITIVE = ("cls_lr", "rw_lr", "seg_lr", "rw_beta", "crf_alpha", "seed_alpha", "cam_scales", "cls_rescale")
+POSITIVE = ("cls_lr", "rw_lr", "seg_lr", "rw_beta", "crf_alpha", "seed_alpha", "cam_scales", "cls_rescale",
+            "seg_scales")
 
 
 def _check_config(cfg, device: str) -> None:
@@ -121,7 +122,8 @@ def _check_config(cfg, device: str) -> None:
         import torch
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    for name in ("cls_epochs", "cls_batch_size", "cls_size", "rw_batch_size", "seg_batch_size", "seg_size"):
+    for name in ("cls_epochs", "cls_batch_size", "cls_size", "rw_batch_size", "seg_batch_size", "seg_size",
+                 "seg_iter_size", "seg_lr_every"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--set {name}={getattr(cfg, name)}: must be at least 1")
     for name in FRACTIONS:
@@ -135,6 +137,8 @@ def _check_config(cfg, device: str) -> None:
     for name in ("cls_weight_decay", "seg_weight_decay"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--set {name}={getattr(cfg, name)}: must be 0 or more")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--set workers={cfg.workers}: must be 0 (load in the main process) or more")
     if cfg.rounds < 0:
         raise UserError(f"--set rounds={cfg.rounds}: must be 0 (the baseline alone) or more")
 
