@@ -107,8 +107,10 @@ def cpn_losses(model, image, labels, shown, lam, *, tcp=True, cpcr=True, top: fl
     from .seam import min_pooling_loss
     fg = labels[:, :, None, None].to(image.dtype)
     label = torch.cat([torch.ones_like(fg[:, :1]), fg], 1)
-    branches = [image] + ([image * shown, image * (1 - shown)] if tcp or cpcr else [])
-    weights = [1.0, lam.view(-1, 1, 1, 1), (1 - lam).view(-1, 1, 1, 1)]
+    branches, weights = [image], [1.0]
+    if tcp or cpcr:
+        branches += [image * shown, image * (1 - shown)]
+        weights += [lam.view(-1, 1, 1, 1), (1 - lam).view(-1, 1, 1, 1)]
     cams, refs, cls, rvmin = [], [], [], []
     for x, wt in zip(branches, weights):
         cam, ref = model.seam_outputs(x)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+import types
 
 import numpy as np
 import pytest
@@ -181,10 +182,14 @@ def test_table2_ablations_and_gradients():
     sum(terms.values()).backward()
     for module in (model.classifier, model.classifier_prcm, model.classifier_pcm.f9, model.classifier_pcm.f8_3):
         assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
-    base = cpn.cpn_losses(small_model(pcm=False, prcm=False), x, labels, shown, lam, tcp=False, cpcr=False)
+    base = cpn.cpn_losses(small_model(pcm=False, prcm=False), x, labels, None, None, tcp=False, cpcr=False)
     assert set(base) == {"cls"}
     want = torch.nn.functional.multilabel_soft_margin_loss(small_model(pcm=False, prcm=False)(x), labels)
     assert base["cls"].item() == pytest.approx(want.item(), abs=1e-6)   # L_cls(s_o) alone (Table 2, row 1)
+    ctx = types.SimpleNamespace(cfg=make_config(METHODS.get("cpn"), {"cpn_tcp": "false", "cpn_cpcr": "false"}))
+    assert cpn.extra_inputs(ctx, None) == {}                              # no pair: no superpixels either
+    loss = cpn.train_step(ctx, small_model(), {"image": x, "labels": labels})
+    assert torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("key, value", [("cpn_patch", "square"), ("cpn_hide", "1"), ("cpn_segments", "1"),
