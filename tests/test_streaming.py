@@ -223,3 +223,14 @@ def test_coco_mask_cache_rebuilt_when_the_annotations_change(coco_micro):
     data["images"] = data["images"][:-1]
     path.write_text(json.dumps(data))
     assert len(get_dataset("coco", coco_micro).samples("val")) == n - 1
+
+
+@pytest.mark.parametrize("setting, message", [({"seg_iter_size": "0"}, "seg_iter_size=0: must be at least 1"),
+                                              ({"workers": "-1"}, "workers=-1: must be 0"),
+                                              ({"seg_scales": "0.5,-1"}, "must be positive"),
+                                              ({"seg_loss": "focal"}, "seg_loss=focal: use one of ce, deeplab, balanced")])
+def test_bad_settings_are_one_line(setting, message):
+    from wsssbench.errors import UserError
+    from wsssbench.harness import _check_config
+    with pytest.raises(UserError, match=message):
+        _check_config(make_config(METHODS.get("cam"), setting), "cpu")
