@@ -47,7 +47,7 @@ class DSRGConfig(CamConfig):
     seg_lr: float = 0.01                # appendix: 5e-4 (ImageNet-initialised ResNet-101)
     seg_lr_step: int = 0                # appendix: 2,000 (lr / 10); 0: poly 0.9 for the short CPU run
     seg_optimizer: str = "dsrg"         # Caffe's lr_mult / decay_mult: weights 1x, biases 2x (no decay), head 10x / 20x
-    seg_grow_fg: float = 0.85           # train-s.prototxt DSRGLayer th2 0.85 (DSRG paper: foreground 0.85)
+    seg_grow_fg: float = 0.85           # train-s.prototxt DSRGLayer th2 0.85: the foreground threshold
     seg_grow_bg: float = 0.99           # train-s.prototxt th1 0.99 (the appendix swaps the two: see docs/dsrg.md)
     seg_boundary_gradient: str = "caffe"  # caffe: CRFLayer.backward's (1 - Q) pass-through | none: CRF output constant
 
@@ -278,6 +278,7 @@ PAPER = Recipe("paper", "CAM's paper classifier; CONTA appendix 3.3's DSRG: ResN
                         "crop 321, batch 20, 10k iterations, lr 5e-4 / 10 every 2k", (
     *((k, v) for k, v in METHODS.get("cam").recipe("paper").settings if not k.startswith("seg_")),
     ("seg_backbone", "resnet101"), ("seg_weights", "torchvision"), ("seg_output_stride", 16), ("seg_size", 321),
+    ("seg_scales", (1.0,)),             # "cropped into a fix size of 321 x 321 using zero padding if needed"
     ("seg_batch_size", 20), ("seg_iterations", 10000), ("seg_lr", 5e-4), ("seg_lr_step", 2000),
     ("seg_weight_decay", 5e-4), ("seg_optimizer", "dsrg")))
 

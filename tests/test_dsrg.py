@@ -213,6 +213,7 @@ def test_settings_and_paper_recipe():
     assert (paper.seg_backbone, paper.seg_output_stride, paper.seg_size, paper.seg_batch_size, paper.seg_iterations,
             paper.seg_lr, paper.seg_lr_step, paper.seg_weight_decay) == ("resnet101", 16, 321, 20, 10000, 5e-4,
                                                                         2000, 5e-4)
+    assert paper.seg_scales == (1.0,) and paper.backbone == make_config(METHODS.get("cam"), {"recipe": "paper"}).backbone
     for key, value in (("seed_fg_top", "0"), ("seed_fg_rule", "x"), ("seg_grow_fg", "2"), ("seg_output_stride", "4"),
                        ("seg_boundary_gradient", "x")):
         with pytest.raises(UserError, match=f"--set {key}={value}"):
