@@ -297,7 +297,8 @@ def test_short_wsol_run(method, tmp_path, monkeypatch):
     """Classifier, combinational maps and the method's box protocol end to end on the stand-in."""
     ds = BoxSquares(tmp_path / "data")
     monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
-    result = harness.run_method(method, dataset="box-squares", overrides=FAST, out=tmp_path / "runs")
+    sizes = {"cicam_test_size": "40", "cicam_rank_resize": "54"} if method == "cicam" else {}
+    result = harness.run_method(method, dataset="box-squares", overrides={**FAST, **sizes}, out=tmp_path / "runs")
     assert set(result.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"}
     assert all(0 <= v <= 100 for v in result.metrics.values())
     assert set(result.protocols.values()) == {f"{method}/224"}
