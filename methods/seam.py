@@ -66,6 +66,11 @@ def check(cfg) -> None:
         raise UserError(f"--set seam_ohem={top}: the kept fraction of ECR pixel losses must lie in (0, 1]")
     if not 0 <= drop < 1:
         raise UserError(f"--set seam_dropout={drop}: must lie in [0, 1)")
+    for name in ("rw_psa_low", "rw_psa_high", "rw_psa_alpha"):
+        if not setting(cfg, name) > 0:
+            raise UserError(f"--set {name}={setting(cfg, name)}: the background power must be positive")
+    if setting(cfg, "rw_psa_weight_decay") < 0:
+        raise UserError(f"--set rw_psa_weight_decay={setting(cfg, 'rw_psa_weight_decay')}: must be at least 0")
 
 
 # --- the losses (train_SEAM.py) ----------------------------------------------------------------------

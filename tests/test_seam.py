@@ -145,7 +145,8 @@ def test_refine_is_seams_min_max_normalisation():
     close(norm, want.tolist(), 1e-5)
 
 
-@pytest.mark.parametrize("key, value", [("seam_scale", "1.5"), ("seam_ohem", "0"), ("seam_dropout", "1")])
+@pytest.mark.parametrize("key, value", [("seam_scale", "1.5"), ("seam_ohem", "0"), ("seam_dropout", "1"),
+                                        ("rw_psa_alpha", "0"), ("rw_psa_weight_decay", "-1")])
 def test_bad_settings_are_user_errors(key, value):
     with pytest.raises(UserError, match=key):
         make_config(METHODS.get("seam"), {key: value})

@@ -102,12 +102,8 @@ def train_net(ctx, samples, crf_dir: Path, workdir: Path, progress=None):
             x, label = torch.stack(xs).to(ctx.device), torch.stack(labels).to(ctx.device)
             for g in opt.param_groups:
                 g["lr"] = poly_lr(g["base_lr"], it, total)
-            aff = net(x)
-            h, w = label.shape[-2:]
-            if aff.shape[-1] != (h - net.radius_for(h, w) + 1) * (w - 2 * net.radius_for(h, w) + 2):
-                raise UserError(f"expansion=psa: {cfg.backbone}'s features are not at stride 8 of the {cfg.cls_size}-px "
-                                "crops; use a stride-8 backbone")
-            loss = affinity_loss(aff, *affinity_labels(label, net.radius_for(h, w)))
+            aff = checked(net(x), net, *label.shape[-2:], cfg)
+            loss = affinity_loss(aff, *affinity_labels(label, net.radius_for(*label.shape[-2:])))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -117,6 +113,15 @@ def train_net(ctx, samples, crf_dir: Path, workdir: Path, progress=None):
     net.eval()
     torch.save(net.state_dict(), workdir / "affinity.pt")
     return net
+
+
+def checked(aff: torch.Tensor, net, h: int, w: int, cfg) -> torch.Tensor:
+    """``aff`` if it holds the pairs of an ``h`` × ``w`` map (the input's stride-8 grid), else a UserError."""
+    r = net.radius_for(h, w)
+    if aff.shape[-1] != (h - r + 1) * (w - 2 * r + 2):
+        raise UserError(f"expansion=psa: {cfg.backbone}'s features are not at stride 8 of its input; "
+                        "use a stride-8 backbone (resnet38, small)")
+    return aff
 
 
 def walk_inputs(cams: np.ndarray, alpha: float, size: tuple[int, int]) -> torch.Tensor:
@@ -137,8 +142,8 @@ def walked_scores(ctx, net, image: np.ndarray, cams: np.ndarray) -> torch.Tensor
     h, w = image.shape[:2]
     ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     x = F.pad(to_tensor(image)[None], (0, pw - w, 0, ph - h)).to(ctx.device)
-    aff = net(x)[0]
     hs, ws = ph // STRIDE, pw // STRIDE
+    aff = checked(net(x), net, hs, ws, cfg)[0]
     mat = affinity_matrix(aff, net.radius_for(hs, ws), hs, ws)
     vec = walk_inputs(cams, setting(cfg, "rw_psa_alpha"), (ph, pw)).to(ctx.device)
     walked = walk(vec.reshape(len(vec), -1), mat, cfg.rw_beta, cfg.rw_exp_times, cfg.rw_method)
