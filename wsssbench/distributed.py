@@ -59,9 +59,16 @@ def init(device: str) -> None:
     _STATE.update(initialised=True, device=device)
 
 
+def _joined() -> None:
+    """Join on first use (gloo) where no run called :func:`init`, e.g. ``torchrun -m wsssbench eval ...``."""
+    if not _STATE["initialised"]:
+        init("cpu")
+
+
 def barrier() -> None:
     if active():
         import torch.distributed as dist
+        _joined()
         if _STATE.get("device") == "cuda":
             dist.barrier(device_ids=[local_rank()])
         else:
@@ -81,6 +88,7 @@ def all_reduce_sum(x):
     import numpy as np
     import torch
     import torch.distributed as dist
+    _joined()
     was_numpy = isinstance(x, np.ndarray)
     t = torch.from_numpy(np.ascontiguousarray(x)) if was_numpy else x
     dev = torch.device("cuda", local_rank()) if _STATE.get("device") == "cuda" else torch.device("cpu")
@@ -119,6 +127,7 @@ def ddp_step(ctx, model, step):
         return step
     import torch
     from torch.nn.parallel import DistributedDataParallel
+    _joined()
 
     class _Step(torch.nn.Module):
         def __init__(self):
