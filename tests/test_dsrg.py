@@ -16,7 +16,7 @@ from wsssbench.data.saliency import load_saliency, read_saliency, synthetic_sali
 from wsssbench.errors import UserError
 from wsssbench.methods.dsrg import (DSRGConfig, balanced_seed_loss, boundary_loss, crf_refine, dsrg_optimizer,
                                     foreground_seeds, grow_seeds, seed_mask, seg_step, softmax_probs)
-from wsssbench.methods_api import METHODS, Context, make_config
+from wsssbench.methods_api import METHODS, Context, make_config, stage_fields
 
 FAST = {"cls_epochs": "1", "cls_size": "40", "cam_scales": "1.0", "cam_flip": "false", "seg_iterations": "4",
         "seg_size": "40", "seg_batch_size": "4"}
@@ -214,6 +214,10 @@ def test_settings_and_paper_recipe():
             paper.seg_lr, paper.seg_lr_step, paper.seg_weight_decay) == ("resnet101", 16, 321, 20, 10000, 5e-4,
                                                                         2000, 5e-4)
     assert paper.seg_scales == (1.0,) and paper.backbone == make_config(METHODS.get("cam"), {"recipe": "paper"}).backbone
+    # DSRG's own settings stay out of the classifier's and CAMs' keys: it shares them with `cam`
+    cam = make_config(METHODS.get("cam"), {})
+    assert stage_fields(cfg, "cams", m) == stage_fields(cam, "cams", METHODS.get("cam"))
+    assert "saliency_dir" in stage_fields(cfg, "expand", m) and "seg_grow_fg" not in stage_fields(cfg, "expand", m)
     for key, value in (("seed_fg_top", "0"), ("seed_fg_rule", "x"), ("seg_grow_fg", "2"), ("seg_output_stride", "4"),
                        ("seg_boundary_gradient", "x")):
         with pytest.raises(UserError, match=f"--set {key}={value}"):

@@ -48,7 +48,7 @@ from .registry import Registry
 STAGE_OWNERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("classifier", ()),
     ("cams", ("cam_",)),
-    ("expand", ("expansion", "rw_", "crf_")),
+    ("expand", ("expansion", "rw_", "crf_", "saliency_")),     # saliency_: DSRG's background cues
     ("segmenter", ("seg_",)),
     ("evaluation", ("seed_", "pseudo_", "seg_protocol", "wsol_", "recipe", "workers")),
     ("next_round", ()),
