@@ -177,3 +177,34 @@ def test_conta_runs_on_sec(tmp_path, monkeypatch):
             "base": "sec", "rounds": "1"}
     rec = harness.run_method("conta", overrides=over, out=tmp_path / "runs")
     assert [r["round"] for r in rec.rounds] == [0, 1]
+
+
+@pytest.mark.slow
+def test_table_a3_runs_every_row_on_the_stand_in(tmp_path, monkeypatch):
+    """`table A3 --run` (SEC+CONTA's ablations): the SEC baseline, the Round rows from one multi-round run,
+    the block, Q1 and Q4 rows, each reproduced once."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from wsssbench.cli import app
+    ds = SquaresDataset(tmp_path / "data")
+    monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
+    fast = {**{k: v for k, v in FAST.items() if not k.startswith("seg_sec_")}, "cls_epochs": "1", "seg_iterations": "2"}
+    sets = [a for k, v in fast.items() for a in ("--set", f"{k}={v}")]
+    res = CliRunner().invoke(app, ["table", "A3", "--run", "--dataset", "synthetic", *sets, "--runs",
+                                   str(tmp_path / "runs"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["label"]: r for r in json.loads(res.stdout)["rows"]}
+    ours = {label: r["cells"]["CAM"].get("reproduced") for label, r in rows.items() if r["runnable"]}
+    assert set(ours) >= {"Baseline∗ [10]", "Round = 1", "Round = 4", "Block-2", "Dense", "CPseudo-Mask"}
+    assert all(v is not None and v["n"] == 1 for v in ours.values()), ours
+    assert ours["Block-5"]["mean"] == ours["Round = 3"]["mean"]      # round 3: SEC+CONTA's default
+
+
+@pytest.mark.slow
+def test_conta_two_rounds_on_tiny(tmp_path):
+    """`run conta --set base=sec rounds=2` on the embedded tiny benchmark: three rounds, SEC's cues each round."""
+    rec = harness.run_method("conta", overrides={"base": "sec", "rounds": "2"}, out=tmp_path / "runs")
+    assert [r["round"] for r in rec.rounds] == [0, 1, 2]
+    assert all(0 < r[k] <= 100 for r in rec.rounds for k in ("seed_miou", "pseudo_miou", "seg_miou"))
