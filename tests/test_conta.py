@@ -170,7 +170,7 @@ def test_settings_are_checked_and_expansion_follows_the_base():
     assert (dsrg.rounds, dsrg.seg_optimizer, dsrg.seg_lr_step) == (2, "dsrg", 0)
     assert make_config(m, {"base": "dsrg", "rounds": "3"}).rounds == 3
     sec = make_config(m, {"base": "sec"})       # SEC's own settings, round 3 (appendix 4.1)
-    assert (sec.rounds, sec.seg_optimizer, sec.seg_lr_step) == (3, "sec", 100)
+    assert (sec.rounds, sec.seg_optimizer, sec.seg_lr_step) == (3, "sec", 300)
     assert make_config(m, {"base": "sec", "rounds": "2"}).rounds == 2
     # every baseline setting is the base's own unless set: round 0 is the base run alone
     seam, base = make_config(m, {"base": "seam"}), make_config(METHODS.get("seam"), {})
