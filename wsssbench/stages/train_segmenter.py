@@ -2,7 +2,11 @@
 
 The default is DeepLab-v2 (ASPP 6/12/18/24) with cross-entropy ignoring 255, as kazuto1011/deeplab-pytorch
 which CONTA and C2AM ran (SGD momentum 0.9, poly 0.9); a method replaces the model with
-``build_segmenter`` and the loss with ``seg_step`` (SEC's three losses, DSRG's region growing).
+``build_segmenter`` and the loss with ``seg_step`` (SEC's three losses, DSRG's region growing). The
+``seg_`` settings of the ``paper`` recipes reproduce deeplab-pytorch's main.py (parameter groups, poly every
+10 iterations, ITER_SIZE, scale/crop/flip, frozen BatchNorm) and C2AM's balanced loss (docs/recipes.md).
+Batches stream from disk through DataLoader workers; every random draw is made in this process
+(:class:`SegBatches`), so the numbers do not depend on the worker count.
 """
 from __future__ import annotations
 
