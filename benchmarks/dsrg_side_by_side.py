@@ -139,7 +139,8 @@ def losses(ref, port, cases: int, seed: int = 1) -> None:
         if have_theano:
             sm = soft.forward_theano(logits.numpy())
             worst["softmax"] = max(worst["softmax"], float(np.abs(np.maximum(sm, 1e-4) - pn).max()))
-            worst["seed loss"] = max(worst["seed loss"], abs(float(seed_layer.forward_theano(pn, sn)) - ours_seed.item()))
+            theirs = float(seed_layer.forward_theano(pn, sn))
+            worst["seed loss"] = max(worst["seed loss"], abs(theirs - ours_seed.item()))
             worst["seed grad"] = max(worst["seed grad"],
                                      float(np.abs(seed_layer.backward_theano(pn, sn) - g_seed.numpy()).max()))
             log_q = np.log(qn).astype(np.float32)

@@ -213,7 +213,8 @@ def test_settings_and_paper_recipe():
     assert (paper.seg_backbone, paper.seg_output_stride, paper.seg_size, paper.seg_batch_size, paper.seg_iterations,
             paper.seg_lr, paper.seg_lr_step, paper.seg_weight_decay) == ("resnet101", 16, 321, 20, 10000, 5e-4,
                                                                         2000, 5e-4)
-    assert paper.seg_scales == (1.0,) and paper.backbone == make_config(METHODS.get("cam"), {"recipe": "paper"}).backbone
+    cam_paper = make_config(METHODS.get("cam"), {"recipe": "paper"})
+    assert paper.seg_scales == (1.0,) and paper.backbone == cam_paper.backbone
     # DSRG's own settings stay out of the classifier's and CAMs' keys: it shares them with `cam`
     cam = make_config(METHODS.get("cam"), {})
     assert stage_fields(cfg, "cams", m) == stage_fields(cam, "cams", METHODS.get("cam"))
