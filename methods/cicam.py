@@ -37,6 +37,7 @@ class CICAMConfig(NLCCAMConfig):
     cicam_context_pool: bool = True     # False: Table 3's "TwoC" (train2.py --attention 0: X^e = X, no pool)
     cicam_decay_epoch: int = 14         # run.sh --decay_epoch 14 (CUB, VGG-16): lr x decay_rate every 14 epochs
     cicam_decay_rate: float = 0.5       # run.sh --decay_rate 0.5
+    cicam_beta2: float = 0.999          # Adam β2 of cls_optimizer "cicam": train2.py torch's default; the paper 0.99
     cicam_test_size: int = 64           # tmp_test.py: maps of the image resized to crop_size² (224); tiny: 64
     cicam_rank_resize: int = 87         # tmp_test.py: ranking from Resize(304) + CenterCrop(224); 64·304/224
     cam_combination_split: float = 0.0  # utils.py torch_cam_combination 'quadratic': γ = −(k/(C−1))², all ≤ 0
@@ -77,6 +78,7 @@ def build_cicam(ctx) -> torch.nn.Module:
                             cfg.cicam_context_pool)
     model.epoch_schedule = {"epochs": cfg.cls_epochs, "decay_epoch": cfg.cicam_decay_epoch,
                             "decay_rate": cfg.cicam_decay_rate}          # read by the "cicam" optimiser
+    model.adam_betas = (0.9, cfg.cicam_beta2)
     return model
 
 

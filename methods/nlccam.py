@@ -54,12 +54,14 @@ def build_nlccam(ctx) -> torch.nn.Module:
 
 def scheduled_adam(model, groups: list[dict]):
     """:class:`~wsssbench.models.nonlocal_vgg.EpochScheduledAdam` on the model's ``epoch_schedule`` (set by
-    the method's build hook); a model without one gets plain Adam on the harness's per-step poly."""
+    the method's build hook) and ``adam_betas`` (torch's default); a model without a schedule gets plain
+    Adam on the harness's per-step poly."""
     import torch
 
     from wsssbench.models.nonlocal_vgg import EpochScheduledAdam
-    schedule = getattr(model, "epoch_schedule", None)
-    return torch.optim.Adam(groups) if schedule is None else EpochScheduledAdam(groups, **schedule)
+    schedule, betas = getattr(model, "epoch_schedule", None), getattr(model, "adam_betas", (0.9, 0.999))
+    return (torch.optim.Adam(groups, betas=betas) if schedule is None
+            else EpochScheduledAdam(groups, betas=betas, **schedule))
 
 
 def nlccam_optimizer(model, lr: float, weight_decay: float):

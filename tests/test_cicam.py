@@ -234,6 +234,10 @@ def test_optimisers_are_the_codes_adam_groups_on_the_per_epoch_schedule(method, 
         kinds = {next((k for k in rates if names[id(p)].startswith(k)), "rest") for p in group["params"]}
         assert len(kinds) == 1 and group["base_lr"] == pytest.approx(1e-3 * rates[kinds.pop()])
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    if method == "cicam":                                           # the paper's β2 as an option
+        paper = make_config(METHODS.get(method), {"cicam_beta2": "0.99"})
+        model_b = METHODS.get(method).build_classifier(SimpleNamespace(cfg=paper, num_fg=3))
+        assert CLS_OPTIMIZERS.get(method)(model_b, 1e-3, 0.0).defaults["betas"] == (0.9, 0.99)
     steps, epochs = 3, 7
     for it in range(steps * epochs):
         e = it // steps

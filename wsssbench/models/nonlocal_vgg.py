@@ -170,8 +170,9 @@ class EpochScheduledAdam(torch.optim.Adam):
     step; that value gives the progress ``it/total`` and so the epoch, and :meth:`step` replaces it. So
     the schedule needs no change to the harness, only ``epochs`` (the model's ``epoch_schedule``)."""
 
-    def __init__(self, groups: list[dict], *, epochs: int, decay_epoch: int = 0, decay_rate: float = 1.0):
-        super().__init__(groups)                                    # torch defaults: β (0.9, 0.999), eps 1e-8
+    def __init__(self, groups: list[dict], *, epochs: int, decay_epoch: int = 0, decay_rate: float = 1.0,
+                 betas: tuple[float, float] = (0.9, 0.999)):
+        super().__init__(groups, betas=betas)                       # torch defaults: β (0.9, 0.999), eps 1e-8
         self.epochs, self.decay_epoch, self.decay_rate = epochs, decay_epoch, decay_rate
 
     def epoch_lr(self, base_lr: float, poly: float) -> float:
