@@ -115,6 +115,18 @@ def stage(out: Path, name: str) -> Path:
     return path
 
 
+def adopt(src: Path, out: Path, nproc: int) -> None:
+    """The trained stage ``src`` copied into ``out``'s cache under the key an ``nproc``-rank run gives it (a
+    training stage's key holds the world size above 1), so that run reuses this very model."""
+    from wsssbench.stages.cache import key_hash, stage_dir
+    key = json.loads((src / "key.json").read_text())
+    assert src.name.endswith(key_hash(key))
+    key.update({"world": nproc} if nproc > 1 else {})
+    dst = stage_dir(out / "cache", src.name[:-17], key)
+    shutil.copytree(src, dst)
+    (dst / "key.json").write_text(json.dumps(key))
+
+
 def npz_equal(a: Path, b: Path) -> bool:
     with np.load(a) as x, np.load(b) as y:
         return sorted(x.files) == sorted(y.files) and all(np.array_equal(x[k], y[k]) for k in x.files)
@@ -128,8 +140,7 @@ def test_run_cam_on_two_processes(tmp_path):
     rw = FAST + ["expansion=rw"]
     one = run_cam(tmp_path / "one", rw)
     # two processes on the same trained classifier (its stage copied in): inference and scores identical
-    shutil.copytree(stage(tmp_path / "one", "classifier"), tmp_path / "two" / "cache" /
-                    stage(tmp_path / "one", "classifier").name)
+    adopt(stage(tmp_path / "one", "classifier"), tmp_path / "two", 2)
     two = run_cam(tmp_path / "two", rw, nproc=2)
     assert two["timings"]["0"]["classifier"] < 1            # cached
     cams1, cams2 = stage(tmp_path / "one", "cams"), stage(tmp_path / "two", "cams")
@@ -155,8 +166,7 @@ def test_run_cam_on_two_processes(tmp_path):
     # C2AM's Global CAM: images sharded, sums and counts all-reduced — identical
     gcam = FAST + ["expansion=none", "seg_enabled=false", "c2am_epochs=0", "c2am_gcam_scales=1.0"]
     for name, nproc in (("c2am1", 1), ("c2am2", 2)):
-        shutil.copytree(stage(tmp_path / "one", "classifier"), tmp_path / name / "cache" /
-                        stage(tmp_path / "one", "classifier").name)
+        adopt(stage(tmp_path / "one", "classifier"), tmp_path / name, nproc)
         run_cam(tmp_path / name, gcam, nproc, method="c2am")
     assert npz_equal(stage(tmp_path / "c2am1", "classifier-c2am") / "global_cam.npz",
                      stage(tmp_path / "c2am2", "classifier-c2am") / "global_cam.npz")

@@ -118,6 +118,14 @@ def local_batch(batch_size: int, what: str) -> int:
     return batch_size // world()
 
 
+def check_batches(cfg, n: int) -> None:
+    """Every ``*_batch_size`` of ``cfg`` splits evenly over ``n`` processes (the batch sizes are global)."""
+    from .errors import UserError
+    for name, value in vars(cfg).items():
+        if name.endswith("batch_size") and isinstance(value, int) and value % n:
+            raise UserError(f"--set {name}={value}: the batch is split over {n} processes; use a multiple of {n}")
+
+
 def ddp_step(ctx, model, step):
     """A training hook ``step(ctx, model, batch) -> loss`` run, under torchrun, through a
     ``DistributedDataParallel`` around ``model`` (``step`` itself in a plain run). The whole step is DDP's

@@ -141,6 +141,8 @@ def _check_config(cfg, device: str) -> None:
         raise UserError(f"--set workers={cfg.workers}: must be 0 (load in the main process) or more")
     if cfg.rounds < 0:
         raise UserError(f"--set rounds={cfg.rounds}: must be 0 (the baseline alone) or more")
+    if distributed.active():
+        distributed.check_batches(cfg, distributed.world())
 
 
 class _Run:
@@ -220,7 +222,7 @@ class _Run:
         m, ctx = self.method, self.ctx(round_, inputs)
         key = {"data": self.ds_key, "config": self.fields("classifier"), "seed": self.seed, "device": self.device,
                "hooks": [hook_id(m.build_classifier), hook_id(m.train_step), hook_id(m.extra_inputs)],
-               "round": round_, "inputs": {k: self.cache_name(v) for k, v in ctx.inputs.items()}}
+               "round": round_, "inputs": {k: self.cache_name(v) for k, v in ctx.inputs.items()}, **_world()}
 
         def build(tmp: Path) -> None:
             train_classifier.run(ctx, m, samples, tmp, self.progress)
@@ -228,7 +230,7 @@ class _Run:
         for extra in m.classifier_stages:
             prev = folder
             key = {"previous": prev.name, "stage": extra.name, "hook": hook_id(extra.run),
-                   "config": self.fields(extra.name)}
+                   "config": self.fields(extra.name), **_world()}
 
             def build_extra(tmp: Path, prev=prev, extra=extra) -> None:
                 model = self.load_classifier(ctx, prev)
@@ -286,7 +288,8 @@ class _Run:
         config = self.fields("expand") | ({k: v for k, v in vars(cfg).items() if k.startswith("seed_")}
                                           if reads_seeds else {})
         key = {"cams": cams.name, "config": config,
-               "seed": self.seed, "hook": hook_id(m.expand), "images": _ids_hash(images)}
+               "seed": self.seed, "hook": hook_id(m.expand), "images": _ids_hash(images),
+               **(_world() if m.expand is None and cfg.expansion == "rw" else {})}     # rw trains a net
 
         def build(tmp: Path) -> None:
             if m.expand is None:
@@ -306,7 +309,7 @@ class _Run:
         key = {"masks": masks.parent.name, "cams": cams.name, "config": self.fields("segmenter"), "seed": self.seed,
                "device": self.device, "hooks": [hook_id(m.build_segmenter), hook_id(m.seg_step),
                                                 hook_id(m.extra_inputs)],
-               "predict": {k: _ids_hash(v) for k, v in predict.items()}}
+               "predict": {k: _ids_hash(v) for k, v in predict.items()}, **_world()}
 
         def build(tmp: Path) -> None:
             train_segmenter.run(ctx, m, train, masks, cams / "all", predict, tmp, self.progress)
@@ -407,6 +410,12 @@ class _Run:
                      for k in metrics}
         extra = {k: result[k] for k in ("maxboxacc", "maxboxacc_v2", "best_threshold") if k in result}
         return metrics, protocols, {"classifier": clf, "maps": maps}, extra, [{"round": 0, **metrics}]
+
+
+def _world() -> dict:
+    """The key entry of a stage that trains: the torchrun world size when above 1 (N ranks train another model
+    than one process: other shuffles, per-rank BatchNorm), nothing in a plain run (keys as before)."""
+    return {"world": distributed.world()} if distributed.active() else {}
 
 
 def _ids_hash(samples) -> str:

@@ -105,11 +105,8 @@ def _under_torchrun(nproc: int, device: str, method: str, overrides: dict) -> No
     from ..methods_api import METHODS, make_config
     if nproc < 1:
         raise UserError(f"--nproc {nproc}: must be at least 1")
-    cfg = make_config(METHODS.get(method), overrides)
-    for name in ("cls_batch_size", "rw_batch_size", "seg_batch_size"):     # global batches, split evenly
-        if getattr(cfg, name) % nproc:
-            raise UserError(f"--set {name}={getattr(cfg, name)}: the batch is split over {nproc} processes; "
-                            f"use a multiple of {nproc}")
+    from .. import distributed
+    distributed.check_batches(make_config(METHODS.get(method), overrides), nproc)
     if "WORLD_SIZE" in os.environ:
         raise UserError("--nproc under torchrun: torchrun already started the processes; drop --nproc")
     if device == "cuda":
