@@ -98,7 +98,8 @@ def measure(n: int, work: Path, workers: int) -> dict[str, dict]:
                               env={**os.environ, "OMP_NUM_THREADS": "1", "WSSSBENCH_THREADS": "1"})
         if done.returncode:
             raise SystemExit(f"stage {stage} ({n} images) failed:\n{done.stderr[-3000:]}")
-        results[stage] = {"mb": json.loads(done.stdout.strip().splitlines()[-1]), "seconds": time.perf_counter() - start}
+        peak = json.loads(done.stdout.strip().splitlines()[-1])
+        results[stage] = {"mb": peak, "seconds": time.perf_counter() - start}
     return results
 
 
@@ -106,7 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--images", type=int, default=400, help="train_aug images of the 1x variant (default 400)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0: all in the stage process)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers (default 0: all in the stage process)")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)

@@ -35,8 +35,9 @@ from torch import nn
 
 def stub_logging_modules() -> None:
     """Empty stand-ins for the reference's logging imports (they do nothing in what is compared)."""
-    for name, attrs in {"joblib": (), "omegaconf": ("OmegaConf",), "torchnet": (), "torchnet.meter":
-                        ("MovingAverageValueMeter",), "tqdm": ("tqdm",), "torch.utils.tensorboard": ("SummaryWriter",)}.items():
+    stubs = {"joblib": (), "omegaconf": ("OmegaConf",), "torchnet": (), "torchnet.meter": ("MovingAverageValueMeter",),
+             "tqdm": ("tqdm",), "torch.utils.tensorboard": ("SummaryWriter",)}
+    for name, attrs in stubs.items():
         if name in sys.modules:
             continue
         try:

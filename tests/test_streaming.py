@@ -46,8 +46,8 @@ def _stacked_reference(ds, samples, folder, size, batch_size, epochs, seed):
     from wsssbench.stages.common import to_tensor
     images = torch.stack([F.interpolate(to_tensor(ds.load_image(s))[None], size=(size, size), mode="bilinear",
                                         align_corners=False)[0] for s in samples])
-    labels = torch.stack([F.interpolate(torch.from_numpy(np.array(Image.open(folder / f"{s.id}.png"))).float()[None, None],
-                                        size=(size, size), mode="nearest")[0, 0].long() for s in samples])
+    pngs = [torch.from_numpy(np.array(Image.open(folder / f"{s.id}.png"))).float() for s in samples]
+    labels = torch.stack([F.interpolate(y[None, None], size=(size, size), mode="nearest")[0, 0].long() for y in pngs])
     gen, out = torch.Generator().manual_seed(seed), []
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=gen)
@@ -225,10 +225,11 @@ def test_coco_mask_cache_rebuilt_when_the_annotations_change(coco_micro):
     assert len(get_dataset("coco", coco_micro).samples("val")) == n - 1
 
 
-@pytest.mark.parametrize("setting, message", [({"seg_iter_size": "0"}, "seg_iter_size=0: must be at least 1"),
-                                              ({"workers": "-1"}, "workers=-1: must be 0"),
-                                              ({"seg_scales": "0.5,-1"}, "must be positive"),
-                                              ({"seg_loss": "focal"}, "seg_loss=focal: use one of ce, deeplab, balanced")])
+@pytest.mark.parametrize("setting, message", [
+    ({"seg_iter_size": "0"}, "seg_iter_size=0: must be at least 1"),
+    ({"workers": "-1"}, "workers=-1: must be 0"),
+    ({"seg_scales": "0.5,-1"}, "must be positive"),
+    ({"seg_loss": "focal"}, "seg_loss=focal: use one of ce, deeplab, balanced")])
 def test_bad_settings_are_one_line(setting, message):
     from wsssbench.errors import UserError
     from wsssbench.harness import _check_config
