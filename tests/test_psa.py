@@ -130,6 +130,63 @@ def test_psa_optimizer_groups():
     assert opt.param_groups[0]["momentum"] == 5e-4
 
 
+class ConstantAffinities:
+    """A stand-in AffinityNet: every pair of the stride-8 grid has affinity ``value``."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def radius_for(self, h, w):
+        return 5
+
+    def __call__(self, x):
+        src, dst = pair_indices(5, x.shape[-2] // 8, x.shape[-1] // 8)
+        return torch.full((1, *dst.shape), self.value)
+
+
+def test_walked_scores_without_affinities_are_the_pooled_cams():
+    """Affinity 0: T is the identity, so infer_aff.py's output is the 8×8-pooled [bg, CAMs], bilinear to
+    the padded size, cropped; affinity 1 everywhere mixes the maps (lower contrast)."""
+    from types import SimpleNamespace
+    cams = np.random.default_rng(0).random((2, 90, 100)).astype(np.float32)
+    image = np.zeros((90, 100, 3), np.uint8)
+    ctx = SimpleNamespace(cfg=SimpleNamespace(rw_beta=8.0, rw_exp_times=3, rw_method="sparse", rw_psa_alpha=16.0,
+                                              backbone="small"), device="cpu")
+    got = psa.walked_scores(ctx, ConstantAffinities(0.0), image, cams)
+    pooled = psa.walk_inputs(cams, 16.0, (96, 104))
+    want = torch.nn.functional.interpolate(pooled[None], (96, 104), mode="bilinear", align_corners=False)[0, :, :90, :100]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    mixed = psa.walked_scores(ctx, ConstantAffinities(1.0), image, cams)
+    assert (mixed.std((1, 2)) < got.std((1, 2))).all()
+
+
+def test_psa_stage_writes_masks(tmp_path):
+    """The stage end to end on CAMs made from the masks: CRF scores, one AffinityNet epoch, the walk; one
+    pseudo-mask per image, of its size, with its labels."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from wsssbench.cams import save_cams
+    ds = SquaresDataset(tmp_path / "data", n=8, size=64)
+    samples = ds.samples("train")
+    for s in samples:
+        gt = np.array(Image.open(s.mask))
+        keys = np.array(sorted(s.labels)) - 1
+        save_cams(tmp_path / "cams" / f"{s.id}.npz", keys, np.stack([(gt == k + 1) * 0.9 for k in keys]).astype(np.float32))
+    cfg = SimpleNamespace(backbone="small", weights=None, cls_size=64, rw_radius=5, rw_beta=8.0, rw_exp_times=2,
+                          rw_method="sparse", rw_epochs=1, rw_batch_size=4, rw_lr=0.01, rw_train_images=4)
+    ctx = SimpleNamespace(cfg=cfg, dataset=ds, device="cpu", seed=0)
+    torch.manual_seed(0)
+    psa.run(ctx, tmp_path / "cams", samples, tmp_path / "out")
+    assert sorted(p.stem for p in (tmp_path / "out" / "crf").glob("*.npz")) == [s.id for s in samples[:4]]
+    for s in samples:
+        got = np.array(Image.open(tmp_path / "out" / "masks" / f"{s.id}.png"))
+        assert got.shape == (64, 64) and set(np.unique(got)) <= {0, *s.labels}
+    assert (tmp_path / "out" / "affinity.pt").exists()
+
+
+@pytest.mark.slow
 def test_psa_expansion_runs(tmp_path, monkeypatch):
     ds = SquaresDataset(tmp_path / "data")
     monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
