@@ -65,6 +65,7 @@ class ContaConfig(CamConfig):
     conta_attention: str = "code"       # code: m_t.py's Linear layers | paper: Eq. 3 as printed
     conta_prior: str = "uniform"        # uniform: P(c_i) = 1/n (Sec. 3.2) | frequency: class image frequencies
     rounds: int = 3                     # Q2 / A2: round 3 is best for SEAM, IRNet and SEC; DSRG: 2
+    saliency_dir: str | None = None     # base=dsrg: its saliency maps, one PNG per image id (docs/dsrg.md)
     # every other baseline setting (expansion, seed rule, protocols, ...) is the base's own (resolve)
 
     def resolve(self, given: set[str]) -> None:

@@ -219,6 +219,7 @@ def test_settings_and_paper_recipe():
     cam = make_config(METHODS.get("cam"), {})
     assert stage_fields(cfg, "cams", m) == stage_fields(cam, "cams", METHODS.get("cam"))
     assert "saliency_dir" in stage_fields(cfg, "expand", m) and "seg_grow_fg" not in stage_fields(cfg, "expand", m)
+    assert make_config(METHODS.get("conta"), {"base": "dsrg", "saliency_dir": "x"}).saliency_dir == "x"
     for key, value in (("seed_fg_top", "0"), ("seed_fg_rule", "x"), ("seg_grow_fg", "2"), ("seg_output_stride", "4"),
                        ("seg_boundary_gradient", "x")):
         with pytest.raises(UserError, match=f"--set {key}={value}"):
