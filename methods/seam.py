@@ -12,6 +12,8 @@ A siamese classifier: each training image and its copy rescaled by 0.3 go throug
 
 CAM inference reads the PCM output at every scale and flip, normalised by min and max
 (``infer_SEAM.py``); seeds take background ``(1 - max)^16`` and the SEAM scoring preset.
+``cls_optimizer=psa`` is SEAM's PolyOptimizer, ``cls_augment=seam`` its colour jitter, ``expansion=psa``
+its random-walk step (PSA's AffinityNet, ``wsssbench/stages/psa.py``); the ``paper`` recipe sets them all.
 ``docs/seam.md`` gives each choice with its source and what the harness cannot do as SEAM does.
 """
 from __future__ import annotations
