@@ -33,7 +33,7 @@ def test_set_wins_over_the_recipe():
 def test_unknown_recipe_and_choice_are_user_errors():
     with pytest.raises(UserError, match="no recipe 'nope'; recipes: tiny, paper"):
         make_config(METHODS.get("cam"), {"recipe": "nope"})
-    with pytest.raises(UserError, match="cls_optimizer=nope: use one of irn, sgd"):
+    with pytest.raises(UserError, match="cls_optimizer=nope: use one of .*irn.*sgd"):
         make_config(METHODS.get("cam"), {"cls_optimizer": "nope"})
     result = CliRunner().invoke(app, ["run", "cam", "--recipe", "nope"])
     assert result.exit_code == 2 and "no recipe 'nope'" in result.output
