@@ -126,7 +126,8 @@ def optimiser(checkout: Path, size: int, out: dict) -> None:
         moved = {k: (p - before[k]).abs().max().item() for k, p in ref_params.items()}
         worst = max(diffs, key=diffs.get)
         out[f"step{step}"] = {
-            "loss_ref": ns["loss"].item(), "loss_ours": loss.item(), "loss_absdiff": abs(ns["loss"].item() - loss.item()),
+            "loss_ref": ns["loss"].item(), "loss_ours": loss.item(),
+            "loss_absdiff": abs(ns["loss"].item() - loss.item()),
             "param_max_absdiff": diffs[worst], "param_worst": worst,
             "params_moved": sum(m > 0 for m in moved.values()), "params_total": len(moved),
             "max_update": max(moved.values()),
@@ -223,7 +224,8 @@ def psa(checkout: Path, size: int, out: dict) -> None:
     out["walked_ref_vs_float64_max_absdiff"] = (walked_ref.double() - exact).abs().max().item()
     out["walked_sparse_vs_float64_max_absdiff"] = (walk(cams, mat, 8, 8, "sparse").double() - exact).abs().max().item()
     out["cells_in_no_pair"] = int(((aff_mat_ref != 0).sum(0) == 1).sum())
-    out["walked_argmax_agree"] = float((walk(cams, mat, 8, 8, "sparse").argmax(0) == walked_ref.argmax(0)).float().mean())
+    agree = walk(cams, mat, 8, 8, "sparse").argmax(0) == walked_ref.argmax(0)
+    out["walked_argmax_agree"] = float(agree.float().mean())
 
 
 def main() -> None:

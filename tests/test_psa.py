@@ -22,7 +22,8 @@ torch.set_num_threads(1)
 def dirs(radius):
     """pyutils.get_indices_of_pairs's search directions, by hand."""
     out = [(0, x) for x in range(1, radius)]
-    return out + [(y, x) for y in range(1, radius) for x in range(-radius + 1, radius) if x * x + y * y < radius * radius]
+    return out + [(y, x) for y in range(1, radius) for x in range(-radius + 1, radius)
+                  if x * x + y * y < radius * radius]
 
 
 def pairs_loop(radius, h, w):
@@ -154,7 +155,8 @@ def test_walked_scores_without_affinities_are_the_pooled_cams():
                                               backbone="small"), device="cpu")
     got = psa.walked_scores(ctx, ConstantAffinities(0.0), image, cams)
     pooled = psa.walk_inputs(cams, 16.0, (96, 104))
-    want = torch.nn.functional.interpolate(pooled[None], (96, 104), mode="bilinear", align_corners=False)[0, :, :90, :100]
+    want = torch.nn.functional.interpolate(pooled[None], (96, 104), mode="bilinear", align_corners=False)
+    want = want[0, :, :90, :100]
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     mixed = psa.walked_scores(ctx, ConstantAffinities(1.0), image, cams)
     assert (mixed.std((1, 2)) < got.std((1, 2))).all()
@@ -173,7 +175,8 @@ def test_psa_stage_writes_masks(tmp_path):
     for s in samples:
         gt = np.array(Image.open(s.mask))
         keys = np.array(sorted(s.labels)) - 1
-        save_cams(tmp_path / "cams" / f"{s.id}.npz", keys, np.stack([(gt == k + 1) * 0.9 for k in keys]).astype(np.float32))
+        cams = np.stack([(gt == k + 1) * 0.9 for k in keys]).astype(np.float32)
+        save_cams(tmp_path / "cams" / f"{s.id}.npz", keys, cams)
     cfg = SimpleNamespace(backbone="small", weights=None, cls_size=64, rw_radius=5, rw_beta=8.0, rw_exp_times=2,
                           rw_method="sparse", rw_epochs=1, rw_batch_size=4, rw_lr=0.01, rw_train_images=4)
     ctx = SimpleNamespace(cfg=cfg, dataset=ds, device="cpu", seed=0)

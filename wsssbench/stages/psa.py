@@ -95,8 +95,8 @@ def train_net(ctx, samples, crf_dir: Path, workdir: Path, progress=None):
             xs, labels = [], []
             for i in order[k * cfg.rw_batch_size:(k + 1) * cfg.rw_batch_size].tolist():
                 scores = np.load(crf_dir / f"{samples[i].id}.npz")
-                x, s = training_crop(ctx.dataset.load_image(samples[i]), np.concatenate([scores["low"], scores["high"]]),
-                                     cfg.cls_size)
+                both = np.concatenate([scores["low"], scores["high"]])
+                x, s = training_crop(ctx.dataset.load_image(samples[i]), both, cfg.cls_size)
                 xs.append(x)
                 labels.append(training_label(s, len(scores["low"])))
             x, label = torch.stack(xs).to(ctx.device), torch.stack(labels).to(ctx.device)
