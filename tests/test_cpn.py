@@ -246,6 +246,9 @@ def test_figure_reads_records_and_marks_the_text_values(tmp_path):
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
     assert [p["mean"] for p in got["points"]] == [32.0, None] and got["text"]["S_N = 200"] == 57.43
+    other = CliRunner().invoke(app, ["figure", "cpn:6", "--points", "200", "--set", "cls_epochs=1", "--out",
+                                     str(tmp_path), "--json"])
+    assert json.loads(other.output)["points"][0]["mean"] is None          # those records ran 5 epochs
     assert (tmp_path / "figures" / "cpn-6.png").stat().st_size > 0
     bad = CliRunner().invoke(app, ["figure", "cpn:7", "--points", "0,4", "--out", str(tmp_path)])
     assert bad.exit_code == 2

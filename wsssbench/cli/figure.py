@@ -40,18 +40,22 @@ def point_label(figure: str, point) -> str:
 
 
 def _matches(record: dict, overrides: dict[str, str]) -> bool:
+    """The record's config has the point's CP settings and every ``overrides`` value."""
     from ..methods_api import METHODS, make_config
     want = make_config(METHODS.get("cpn"), overrides)
     cfg = record.get("config", {})
-    return all(json.dumps(cfg.get(k)) == json.dumps(getattr(want, k)) for k in ("cpn_patch", "cpn_segments", "cpn_grid"))
+    keys = {"cpn_patch", "cpn_segments", "cpn_grid", *overrides}
+    return all(json.dumps(cfg.get(k)) == json.dumps(getattr(want, k)) for k in keys)
 
 
-def collect(figure: str, points, out: Path, dataset: str, seeds: list[int], run: bool, device: str) -> list[dict]:
-    """Per point: its label, the seed mIoU of each seed's run (made when ``run``), mean and std."""
+def collect(figure: str, points, out: Path, dataset: str, seeds: list[int], run: bool, device: str,
+            settings: dict[str, str] | None = None) -> list[dict]:
+    """Per point: its label, the seed mIoU of each seed's run (made when ``run``), mean and std;
+    ``settings``: ``--set`` overrides for every point."""
     from ..records import record_paths
     rows = []
     for point in points:
-        over = point_overrides(figure, point)
+        over = {**(settings or {}), **point_overrides(figure, point)}
         values = {}
         if run:
             from ..harness import run_method
@@ -114,6 +118,8 @@ def figure_command(
     out: Path = typer.Option(Path("runs"), "--out", help="Runs folder (stage cache and records)."),
     output: Optional[Path] = typer.Option(None, "--output", help="The PNG; default OUT/figures/cpn-N.png."),
     device: str = typer.Option("cpu", "--device"),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="A setting for every point, key=value "
+                                                 "(repeatable), e.g. --set cls_epochs=1."),
     json_out: bool = typer.Option(False, "--json", help="Print the points as JSON."),
 ) -> None:
     """Seed mIoU over CPN's patch sizes (Figs. 6-7), the values the paper's text states marked beside them."""
@@ -124,10 +130,16 @@ def figure_command(
     except ValueError:
         raise UserError(f"--seeds {seeds}: comma-separated integers") from None
     chosen = [p.strip() for p in points.split(";") if p.strip()] if points else list(FIGURES[figure][2])
-    for p in chosen:                                 # a bad point is refused before anything runs
+    extra = {}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item}: use key=value")
+        extra[key.strip()] = value.strip()
+    for p in chosen:                                 # a bad point or setting is refused before anything runs
         from ..methods_api import METHODS, make_config
-        make_config(METHODS.get("cpn"), point_overrides(figure, p))
-    rows = collect(figure, chosen, out, dataset, seed_list, run, device)
+        make_config(METHODS.get("cpn"), {**extra, **point_overrides(figure, p)})
+    rows = collect(figure, chosen, out, dataset, seed_list, run, device, extra)
     stated = text_values(figure)
     path = plot(figure, rows, stated, dataset, output or out / "figures" / f"cpn-{figure.split(':')[1]}.png")
     if json_out:
