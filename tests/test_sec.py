@@ -77,7 +77,7 @@ def test_seed_loss_is_the_loop_and_an_image_without_cues_adds_nothing():
 
 
 def expand_loop(p, labels, q_fg, q_bg):
-    """pylayers.py ExpandLossLayer per image: present classes' −log GWRP, absent ones' −log(1 − max), background."""
+    """pylayers.py ExpandLossLayer per image: present classes' −log GWRP, absent ones' −log(1 − max), bg's."""
     n = len(p)
     l1 = l2 = l3 = 0.0
     for i in range(n):
