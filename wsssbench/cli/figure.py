@@ -82,28 +82,29 @@ def text_values(figure: str) -> dict[str, float]:
 
 
 def plot(figure: str, rows: list[dict], stated: dict[str, float], dataset: str, path: Path) -> Path:
+    """Two panels on one x axis: the runs' seed mIoU (mean ± std over seeds) above, the values CPN's text
+    states (VOC) below, so that no shared scale suggests the two are comparable."""
     from ..figures import pyplot
     from ..io import save_figure
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, (ax, low) = plt.subplots(2, 1, figsize=(6.4, 4.8), sharex=True, height_ratios=(3, 1.4))
     xs = list(range(len(rows)))
     have = [(x, r) for x, r in zip(xs, rows) if r["mean"] is not None]
     ax.errorbar([x for x, _ in have], [r["mean"] for _, r in have], yerr=[r["std"] or 0 for _, r in have],
-                marker="o", color="tab:blue", capsize=3, label=f"ours ({dataset}, mean ± std over seeds)")
-    ax.set_xticks(xs, [r["point"] for r in rows], rotation=30)
-    ax.set_xlabel(FIGURES[figure][1])
-    ax.set_ylabel("seed mIoU (%), runs", color="tab:blue")
-    marked = [(x, stated[r["label"]]) for x, r in zip(xs, rows) if r["label"] in stated]
-    if marked:
-        twin = ax.twinx()
-        twin.scatter([x for x, _ in marked], [v for _, v in marked], marker="*", s=120, color="tab:red",
-                     label="CPN's text (VOC train)")
-        for x, v in marked:
-            twin.annotate(f"{v:.2f}", (x, v), textcoords="offset points", xytext=(6, 4), color="tab:red", fontsize=8)
-        twin.set_ylabel("mIoU (%), paper text (VOC)", color="tab:red")
-        fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+                marker="o", color="tab:blue", capsize=3)
+    ax.set_ylabel(f"seed mIoU (%)\nruns, {dataset}")
     ax.set_title(f"CPN Fig. {figure.split(':')[1]}: seed mIoU over {FIGURES[figure][1].split(' (')[0]}")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    marked = [(x, stated[r["label"]]) for x, r in zip(xs, rows) if r["label"] in stated]
+    low.scatter([x for x, _ in marked], [v for _, v in marked], marker="*", s=120, color="tab:red")
+    for x, v in marked:
+        low.annotate(f"{v:.2f}", (x, v), textcoords="offset points", xytext=(8, -3), color="tab:red", fontsize=8)
+    if marked:
+        lo, hi = min(v for _, v in marked), max(v for _, v in marked)
+        low.set_ylim(lo - 1, hi + 1)
+    low.set_ylabel("CPN's text\n(VOC train)", color="tab:red")
+    low.set_xticks(xs, [r["point"] for r in rows], rotation=30)
+    low.set_xlabel(FIGURES[figure][1])
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
