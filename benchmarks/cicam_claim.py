@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         from wsssbench.cli.eval_wsol import theta_curve
         mid = levels[len(levels) // 2]
         theta_curve({m: {"curve": scores[(m, mid, seeds[0])]["curve"]} for m in METHODS}, args.curve,
-                    title=f"Top-1 Loc over θ, cicam rule (synthetic-loc, confounding {mid:g}, seed {seeds[0]})")
+                    title=f"Top-1 Loc over θ, cicam rule (confounding {mid:g}, seed {seeds[0]})")
     print(json.dumps(result, indent=1) if args.json else markdown(result))
     return 0
 
