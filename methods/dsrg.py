@@ -36,7 +36,7 @@ class DSRGConfig(CamConfig):
 
     # --- seeds (CONTA appendix 3.3 "Hyper-parameters"; DSRG Sec. 4.1)
     seed_fg_top: float = 0.2            # the top 20% of each class's CAM values are its foreground seeds
-    seed_fg_rule: str = "pixels"        # pixels: the class's top 20% of pixels | max: CAM >= 20% of its max (SEC)
+    seed_fg_rule: str = "pixels"        # pixels: the class's top 20% of pixels | max: CAM >= 20% of its max
     seed_saliency: float = 0.06         # normalised saliency below this is a background seed
     saliency_dir: str | None = None     # one PNG per image id (DSRG's DRFI maps); None: the synthetic benchmark's own
     # --- segmenter (appendix 3.3: ResNet-101 DeepLab OS 16, crop 321, batch 20, 10,000 iterations, SGD lr 5e-4
