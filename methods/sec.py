@@ -99,7 +99,7 @@ def cues_from_cams(cams: np.ndarray, keys: np.ndarray, fg_ratio: float, bg_ratio
     twice takes the foreground class with the largest CAM (SEC's cue file has no overlaps).
 
     >>> cams = np.array([[[1.0, 0.5, 0.1, 0.0]], [[0.0, 0.6, 0.0, 0.0]]], np.float32)
-    >>> cues_from_cams(cams, np.array([2, 4]), 0.2, 0.25).tolist()
+    >>> cues_from_cams(cams, np.array([2, 4]), 0.2, 0.0).tolist()     # bg: the lowest value, ties included
     [[3, 5, 255, 0]]
     """
     if not len(cams):
