@@ -120,11 +120,13 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    def mean(v):
+        return f"{statistics.fmean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+
     def ci(c):
         return "–" if c is None else f"[{c['low']:+.2f}, {c['high']:+.2f}]" + (" resolved" if c["resolved"] else "")
     print(f"part classes: {result['part_classes']}; seeds {seeds}")
     for k, e in result["metrics"].items():
-        mean = lambda v: f"{statistics.fmean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"  # noqa: E731
         print(f"{k:>12}: SEAM {mean(e['seam'])}  CPN {mean(e['cpn'])}  Δ {e['delta']:+.2f}  "
               f"seeds {ci(e['seed_pairs'])}  images {ci(e['image_bootstrap'])}")
 

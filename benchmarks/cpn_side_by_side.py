@@ -149,7 +149,8 @@ def compare_losses(cpn, ref, ours) -> dict:
              "f10": (ref.f10.weight.grad, ours.classifier_prcm.weight.grad),
              "f8_3": (ref.f8_3.weight.grad, ours.classifier_pcm.f8_3.weight.grad),
              "b7.conv_branch2b2": (ref.b7.conv_branch2b2.weight.grad, ours.backbone.b7.conv_branch2b2.weight.grad)}
-    out["gradients"] = {k: {"max_abs_diff": diff(a, b), "magnitude": float(b.abs().max())} for k, (a, b) in pairs.items()}
+    out["gradients"] = {k: {"max_abs_diff": diff(a, b), "magnitude": float(b.abs().max())}
+                        for k, (a, b) in pairs.items()}
     return out
 
 

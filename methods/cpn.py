@@ -9,8 +9,8 @@ hides the rest, and λ is I_h's shown share. The loss is ``Ferenas/CPN`` ``train
   branch's refined maps, averaged (Eq. 13);
 - L_tcp: mean |(λY_h + λ̄Y_h̄) − Y_o| on the max-normalised raw CAMs (the pair detached) plus the same on the
   refined CAMs (Eq. 14; the code does not detach the refined pair);
-- L_cpcr: |onehot(Y_o − λY_h) − λ̄Ỹ_h̄| + |onehot(Y_o − λ̄Y_h̄) − λỸ_h| with background ``1 − max``, each
-  keeping per image the top 20% of its (K+1)·h·w entries (OHEM, L_cpcr*; Eq. 15).
+- L_cpcr: |onehot(Y_o − λY_h) − λ̄Ỹ_h̄| + |onehot(Y_o − λ̄Y_h̄) − λỸ_h| with background ``1 − max``,
+  each keeping per image the top 20% of its (K+1)·h·w entries (OHEM, L_cpcr*; Eq. 15).
 
 Every term is a setting (``cpn_tcp``, ``cpn_cpcr``, ``cpn_ohem``, ``cpn_pcm``, ``cpn_prcm``: Table 2),
 as are the patch strategy and sizes (Figs. 6-7) and p_h (Table 4). Inference, seeds and the later stages

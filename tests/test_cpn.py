@@ -147,9 +147,11 @@ def test_losses_are_the_loops():
     terms = cpn.cpn_losses(model, x, labels, shown, lam, top=0.2)
     outs = [model.seam_outputs(v) for v in (x, x * shown, x * (1 - shown))]
     w = [1.0, 0.4, 0.6]
-    cams = [[[w[b] * v for v in p] for p in planes(max_norm(c)[0] * labels[0, :, None, None])] for b, (c, _) in enumerate(outs)]
+    fg = labels[0, :, None, None]
+    cams = [[[w[b] * v for v in p] for p in planes(max_norm(c)[0] * fg)] for b, (c, _) in enumerate(outs)]
     lab = [1.0, 1.0, 0.0]
-    refs = [[[w[b] * v * lab[i] for v in p] for i, p in enumerate(planes(max_norm(r)[0]))] for b, (_, r) in enumerate(outs)]
+    refs = [[[w[b] * v * lab[i] for v in p] for i, p in enumerate(planes(max_norm(r)[0]))]
+            for b, (_, r) in enumerate(outs)]
     n = 24 * 24
     tcp = sum(sum(l1([a + b for a, b in zip(cams[1][c], cams[2][c])], cams[0][c])) for c in range(2)) / (2 * n)
     tcp += sum(sum(abs(a - b - d) for a, b, d in zip(refs[0][c], refs[1][c], refs[2][c])) for c in (1, 2)) / (2 * n)
@@ -214,7 +216,8 @@ def test_seam_prcm_is_seams_losses_on_cpns_network():
 
 def test_defaults_and_paper_recipe():
     cfg = make_config(METHODS.get("cpn"))
-    assert (cfg.cpn_patch, cfg.cpn_segments, cfg.cpn_hide, cfg.seam_ohem, cfg.seed_alpha) == ("superpixel", 300, 0.5, 0.2, 16.0)
+    got = (cfg.cpn_patch, cfg.cpn_segments, cfg.cpn_hide, cfg.seam_ohem, cfg.seed_alpha)
+    assert got == ("superpixel", 300, 0.5, 0.2, 16.0)
     paper = make_config(METHODS.get("cpn"), {"recipe": "paper"})
     assert (paper.cpn_segments, paper.cpn_sampling, paper.expansion, paper.rw_beta) == (200, "paper", "rw", 10.0)
 
