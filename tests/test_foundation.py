@@ -99,3 +99,16 @@ def test_the_method_api_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) >= 3
+
+
+def test_a_method_module_imported_first_finds_the_methods_it_builds_on():
+    # c2am imports cam, whose import of the API must not discover dsrg (built on cam's recipe) while cam is
+    # half-imported; the registry discovers on its first look-up instead
+    import subprocess
+    import sys
+    code = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
+            "from wsssbench.methods_api import METHODS, CLS_OPTIMIZERS; "
+            "assert {'cam', 'c2am', 'dsrg', 'cpn', 'sec'} <= set(METHODS.names()); assert 'psa' in CLS_OPTIMIZERS")
+    for first in ("wsssbench.methods.c2am", "wsssbench.methods.dsrg"):
+        done = subprocess.run([sys.executable, "-c", code, first], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]

@@ -216,12 +216,12 @@ def _default(name: str) -> Callable:
 #: Classifier optimisers (``--set cls_optimizer=NAME``): ``fn(model, lr, weight_decay) -> torch.optim.Optimizer``
 #: whose param groups each carry ``base_lr``, the learning rate the poly schedule scales. A method registers
 #: its reference code's optimiser here from its own module (SEAM/PSA's four parameter groups, CI-CAM's Adam).
-CLS_OPTIMIZERS: Registry[Callable] = Registry("classifier optimiser")
+CLS_OPTIMIZERS: Registry[Callable] = Registry("classifier optimiser", loader=lambda: METHODS._load())
 CLS_OPTIMIZERS.add("sgd", _default("wsssbench.stages.train_classifier.sgd_optimizer"))
 CLS_OPTIMIZERS.add("irn", _default("wsssbench.stages.train_classifier.irn_optimizer"))
 
 #: Segmenter optimisers (``--set seg_optimizer=NAME``), the same signature; the schedule is ``seg_lr_step``'s.
-SEG_OPTIMIZERS: Registry[Callable] = Registry("segmenter optimiser")
+SEG_OPTIMIZERS: Registry[Callable] = Registry("segmenter optimiser", loader=lambda: METHODS._load())
 SEG_OPTIMIZERS.add("sgd", _default("wsssbench.stages.train_segmenter.sgd_optimizer"))
 SEG_OPTIMIZERS.add("deeplab", _default("wsssbench.stages.train_segmenter.deeplab_optimizer"))
 
@@ -295,7 +295,9 @@ class Method:
         return known[name]
 
 
-METHODS: Registry[Method] = Registry("method")
+#: the registered methods; the first look-up imports every module of ``wsssbench.methods`` (each registers
+#: itself), so a method module may be imported first, alone, and still find the methods it builds on.
+METHODS: Registry[Method] = Registry("method", loader=lambda: _discover())
 
 
 def derive(base: Method, *, name: str, config: type[CamConfig], summary: str, **hooks) -> Method:
@@ -450,6 +452,3 @@ def _discover() -> None:
     from . import methods
     for mod in pkgutil.iter_modules(methods.__path__):
         importlib.import_module(f"{methods.__name__}.{mod.name}")
-
-
-_discover()
