@@ -1,12 +1,13 @@
 """Seed-to-seed spread of a method on a synthetic preset: how far apart are two runs that differ only by --seed?
 
-    python benchmarks/spread.py [--preset quiet] [--seeds 5] [--method cam] [--set KEY=VALUE ...]
-                                [--vary all|init|order|segmenter] [--out runs-spread] [--json]
+    python benchmarks/spread.py [--preset quiet] [--confounding P] [--seeds 5] [--method cam] [--set KEY=VALUE ...]
+                                [--vary all|init|order|segmenter] [--first N] [--out runs-spread] [--json]
 
 Runs seeds 0..N-1 through the harness (each stage cached under ``--out``, so an interrupted or extended
 sweep only trains what is missing) and prints mean ± std over seeds of seed, pseudo-mask and segmentation
 mIoU, the per-class IoU behind each, each run's wall time, and the image-sampling noise of one run (the
-std of its mIoU over bootstrap resamples of the scored images: what a larger scored split would remove).
+std of its mIoU over bootstrap resamples of the scored images: what a larger scored split would remove);
+``--first N`` also scores every run on the first N images of each split only.
 
 ``--vary`` lets only one source of randomness follow the seed, the others stay at seed 0's, to
 decompose the spread (``docs/statistics.md``):
@@ -75,7 +76,7 @@ def split_run(vary: str):
     return Split
 
 
-def run_seeds(method: str, preset: str, seeds: list[int], overrides: dict, vary: str, out: Path) -> list[dict]:
+def run_seeds(method: str, options: dict, seeds: list[int], overrides: dict, vary: str, out: Path) -> list[dict]:
     """One record per seed (``vary`` ≠ all: records under ``out/vary-<what>``, the stage cache shared)."""
     from wsssbench import harness
     records_out = out if vary == "all" else out / f"vary-{vary}"
@@ -90,34 +91,48 @@ def run_seeds(method: str, preset: str, seeds: list[int], overrides: dict, vary:
     try:
         records = []
         for s in seeds:
-            start = time.perf_counter()
-            rec = harness.run_method(method, dataset="synthetic", dataset_options={"preset": preset},
+            start, cpu = time.perf_counter(), time.process_time()
+            rec = harness.run_method(method, dataset="synthetic", dataset_options=dict(options),
                                      overrides=dict(overrides), seed=s, out=records_out)
             d = json.loads(Path(rec.artifacts["record"]).read_text())
-            d["wall_s"] = time.perf_counter() - start
+            d["wall_s"], d["cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
             print(f"seed {s}: " + "  ".join(f"{k} {v:.2f}" for k, v in d["metrics"].items())
-                  + f"  ({sum(d['timings'].values()):.0f} s of stages)", file=sys.stderr, flush=True)
+                  + f"  ({d['wall_s']:.0f} s wall, {d['cpu_s']:.0f} s CPU)", file=sys.stderr, flush=True)
             records.append(d)
         return records
     finally:
         harness._Run = original
 
 
+def confusions(record: dict, metric: str, dataset):
+    """Per-image confusions behind one metric of a run, in the split's order (None: artifacts gone)."""
+    from wsssbench.compare import image_confusions, run_predictions
+    got = run_predictions(record, metric, dataset)
+    return None if got is None else image_confusions(dataset, got[0], got[1])
+
+
+def first_images(record: dict, metric: str, dataset, n: int) -> float | None:
+    """``metric`` of a run scored on the first ``n`` images of its split only (quiet's first 200 train
+    images are tiny's train: the same masks scored on tiny's split)."""
+    from wsssbench.compare import miou
+    conf = confusions(record, metric, dataset)
+    return None if conf is None else miou(conf[:n].sum(0), record["protocols"][metric], dataset.num_classes)
+
+
 def image_noise(record: dict, metric: str, dataset, resamples: int = 500) -> float | None:
     """Std of ``metric`` over bootstrap resamples of the scored images (one run, its artifacts on disk)."""
     import numpy as np
 
-    from wsssbench.compare import image_confusions, miou, run_predictions
-    got = run_predictions(record, metric, dataset)
-    if got is None:
+    from wsssbench.compare import miou
+    conf = confusions(record, metric, dataset)
+    if conf is None:
         return None
-    conf = image_confusions(dataset, got[0], got[1])
     counts = np.random.default_rng(0).multinomial(len(conf), np.full(len(conf), 1 / len(conf)), size=resamples)
     protocol = record["protocols"][metric]
     return float(np.std([miou(c, protocol, dataset.num_classes) for c in counts @ conf], ddof=1))
 
 
-def summarise(records: list[dict], dataset) -> dict:
+def summarise(records: list[dict], dataset, first: int | None = None) -> dict:
     out = {"seeds": [r["seed"] for r in records], "metrics": {}, "wall_s": {}}
     for metric in METRICS:
         values = [r["metrics"][metric] for r in records if metric in r["metrics"]]
@@ -131,8 +146,14 @@ def summarise(records: list[dict], dataset) -> dict:
             entry["per_class"][name] = {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else None,
                                         "per_seed": v}
         entry["image_std_seed0"] = image_noise(records[0], metric, dataset)
+        if first:
+            sub = [first_images(r, metric, dataset, first) for r in records]
+            if None not in sub:
+                entry[f"first_{first}"] = {"per_seed": sub, "mean": statistics.fmean(sub),
+                                           "std": statistics.stdev(sub) if len(sub) > 1 else None}
         out["metrics"][metric] = entry
-    out["wall_s"] = {str(r["seed"]): sum(r["timings"].values()) for r in records}
+    out["wall_s"] = {str(r["seed"]): r["wall_s"] for r in records}
+    out["cpu_s"] = {str(r["seed"]): r["cpu_s"] for r in records}
     return out
 
 
@@ -149,37 +170,45 @@ def print_table(summary: dict, title: str) -> None:
         noise = e["image_std_seed0"]
         print(f"| {metric} | " + " | ".join(f"{v:.2f}" for v in e["per_seed"]) + f" | {fmt(e['mean'], e['std'])} | "
               + (f"{noise:.2f}" if noise is not None else "–") + " |")
+        for key in (k for k in e if k.startswith("first_")):
+            print(f"| {metric}, first {key[6:]} images | " + " | ".join(f"{v:.2f}" for v in e[key]["per_seed"])
+                  + f" | {fmt(e[key]['mean'], e[key]['std'])} | |")
     for metric, e in summary["metrics"].items():
         print(f"\nper-class IoU, {metric}:\n")
         print("| class | " + " | ".join(f"seed {s}" for s in summary["seeds"]) + " | mean ± std |")
         print("|---|" + "---|" * (len(summary["seeds"]) + 1))
         for name, c in e["per_class"].items():
             print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in c["per_seed"]) + f" | {fmt(c['mean'], c['std'])} |")
-    walls = summary["wall_s"]
-    print(f"\nstage time per run (s): " + ", ".join(f"seed {s}: {v:.0f}" for s, v in walls.items()))
+    print("\nthis invocation's time per run (wall / CPU s; a cached run costs ~0): "
+          + ", ".join(f"seed {s}: {summary['wall_s'][s]:.0f} / {summary['cpu_s'][s]:.0f}" for s in summary["wall_s"]))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="quiet")
     p.add_argument("--seeds", type=int, default=5, help="run seeds 0..N-1")
+    p.add_argument("--confounding", type=float, help="the preset's confounding level (default: its own)")
     p.add_argument("--method", default="cam")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--vary", choices=VARY, default="all")
     p.add_argument("--out", type=Path, default=Path("runs-spread"))
+    p.add_argument("--first", type=int, help="also score each run on the first N images of each split")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     from wsssbench.cli.run import parse_sets
     from wsssbench.data import get_dataset
     overrides = parse_sets(args.sets)
     overrides.setdefault("recipe", "tiny")
-    records = run_seeds(args.method, args.preset, list(range(args.seeds)), overrides, args.vary, args.out)
-    summary = summarise(records, get_dataset("synthetic", None, preset=args.preset))
-    summary.update(method=args.method, preset=args.preset, vary=args.vary, overrides=args.sets)
+    options = {"preset": args.preset, **({} if args.confounding is None else {"confounding": args.confounding})}
+    records = run_seeds(args.method, options, list(range(args.seeds)), overrides, args.vary, args.out)
+    summary = summarise(records, get_dataset("synthetic", None, **options), args.first)
+    summary.update(method=args.method, preset=args.preset, confounding=args.confounding, vary=args.vary,
+                   overrides=args.sets)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print_table(summary, f"{args.method} on {args.preset}, --vary {args.vary}"
+        print_table(summary, f"{args.method} on {args.preset}"
+                    + ("" if args.confounding is None else f" at confounding {args.confounding:g}") + f", --vary {args.vary}"
                     + (f", --set {' '.join(args.sets)}" if args.sets else ""))
     return 0
 
