@@ -303,9 +303,9 @@ def test_short_wsol_run(method, tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
     sizes = {"cicam_test_size": "40", "cicam_rank_resize": "54"} if method == "cicam" else {}
     result = harness.run_method(method, dataset="box-squares", overrides={**FAST, **sizes}, out=tmp_path / "runs")
-    assert set(result.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"}
+    assert set(result.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known", "maxboxacc_v2"}
     assert all(0 <= v <= 100 for v in result.metrics.values())
-    assert set(result.protocols.values()) == {f"{method}/224"}
+    assert set(result.protocols.values()) == {f"{method}/224", f"{method}/224, best θ per δ"}
 
 
 def ilsvrc_fixture(root: Path) -> Path:
@@ -353,7 +353,7 @@ def test_run_cicam_on_ilsvrc_in_its_official_layout(tmp_path):
                                    str(tmp_path / "runs"), "--json", *(a for s in sets for a in ("--set", s))])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
-    assert rec["dataset"] == "ilsvrc" and set(rec["protocols"].values()) == {"cicam/224"}
+    assert rec["dataset"] == "ilsvrc" and set(rec["protocols"].values()) == {"cicam/224", "cicam/224, best θ per δ"}
     assert {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"} <= set(rec)
     maps = sorted((tmp_path / "runs").glob("cache/wsol-maps-*/val/*.npz"))
     assert len(maps) == 4                                              # the val split, one map per image

@@ -119,7 +119,18 @@ def test_wsol_path_on_synthetic_loc(tmp_path, monkeypatch):
     monkeypatch.setenv("WSSSBENCH_DATA", str(tmp_path / "data"))
     rec = harness.run_method("cam", dataset="synthetic-loc", dataset_options={"preset": "tiny"},
                              overrides={"cls_epochs": "1", "cam_scales": "1.0"}, out=tmp_path / "runs")
-    assert set(rec.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known"}
+    assert set(rec.metrics) == {"top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known", "maxboxacc_v2"}
     assert all(0 <= v <= 100 for v in rec.metrics.values())
     assert rec.metrics["top1_loc"] <= rec.metrics["top1_cls"] and rec.metrics["top5_cls"] >= rec.metrics["top1_cls"]
     assert not validate(rec.to_dict())
+
+
+def test_records_name_their_weights_files_by_checksum(tmp_path):
+    import hashlib
+
+    from wsssbench.methods_api import CamConfig
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x" * 3_000_000)            # over the 1 MiB read chunk
+    cfg = CamConfig(weights=str(weights), seg_weights="torchvision")
+    assert harness.weights_checksums(cfg) == {"weights": hashlib.sha256(b"x" * 3_000_000).hexdigest()}
+    assert harness.weights_checksums(CamConfig()) == {}

@@ -44,6 +44,9 @@ def run_method(method: str, *, dataset: str = "synthetic", dataset_options: dict
                        config=dataclasses.asdict(cfg), seed=seed, metrics=metrics, protocols=protocols,
                        pretrained=pretrained_source(cfg), device=device, timings=run.timings,
                        artifacts={k: str(v) for k, v in artifacts.items()}, extra=extra, rounds=rounds)
+    checksums = weights_checksums(cfg)
+    if checksums:
+        record.extra["weights_sha256"] = checksums
     generation = ds_key.get("generation")
     if generation:
         record.extra["generation"] = generation
@@ -404,12 +407,22 @@ class _Run:
         result = self.evaluation("wsol", maps, {k: v for k, v in vars(cfg).items() if k.startswith("wsol_")},
                                  lambda: evaluate_wsol(self.ds, split, maps, protocol=cfg.wsol_protocol,
                                                        frame=cfg.wsol_frame, threshold=cfg.wsol_threshold))
-        keys = ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known")
+        keys = ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known", "maxboxacc_v2")
         metrics = {k: result[k] for k in keys if result.get(k) is not None}
-        protocols = {k: f"{result.get('protocol', cfg.wsol_protocol)}/{result.get('frame', cfg.wsol_frame)}"
-                     for k in metrics}
+        rule = f"{result.get('protocol', cfg.wsol_protocol)}/{result.get('frame', cfg.wsol_frame)}"
+        # MaxBoxAccV2 (wsolevaluation): the protocol's boxes at every θ, the best θ per IoU δ 30/50/70, averaged
+        protocols = {k: f"{rule}, best θ per δ" if k == "maxboxacc_v2" else rule for k in metrics}
         extra = {k: result[k] for k in ("maxboxacc", "maxboxacc_v2", "best_threshold") if k in result}
         return metrics, protocols, {"classifier": clf, "maps": maps}, extra, [{"round": 0, **metrics}]
+
+
+def weights_checksums(cfg) -> dict[str, str]:
+    """SHA-256 of each local weights file the config names (``weights``, ``seg_weights``), so a record says
+    exactly which file (SEAM's MXNet conversion, IRN's ResNet-50) its numbers started from."""
+    from .io import file_sha256
+    names = ("weights", "seg_weights")
+    return {n: file_sha256(getattr(cfg, n)) for n in names
+            if getattr(cfg, n, None) not in (None, "torchvision") and Path(getattr(cfg, n)).is_file()}
 
 
 def _world() -> dict:

@@ -81,7 +81,8 @@ class CamConfig:
     cls_optimizer: str = "sgd"          # CLS_OPTIMIZERS: "sgd": momentum 0.9 + weight decay (the paper's intent); "irn": as IRN's
     #                                   code does (misc/torchutils.py PolyOptimizer: momentum = cls_weight_decay)
     cls_augment: str = "toolkit"        # "toolkit": bilinear rescale of the normalised image; "irn": IRN's
-    #                                   (voc12/dataloader.py): integer long side, PIL bicubic on uint8, then normalise
+    #                                   (voc12/dataloader.py): integer long side, PIL bicubic on uint8, then normalise;
+    #                                   "seam": SEAM's (train_SEAM.py): PIL resize + ColorJitter(0.3, 0.3, 0.3, 0.1)
     cls_frozen_blocks: int = 0          # leading backbone blocks that never train (IRN resnet50_cam.Net: 3, detach after layer2)
     cls_fixed_bn: bool = False          # BatchNorm always on its running statistics (IRN net/resnet50.py FixedBatchNorm)
     # --- CAM inference (IRN step/make_cam.py)
@@ -95,7 +96,8 @@ class CamConfig:
     seed_alpha: float | None = None     # set: background (1 - max CAM)^alpha instead of the threshold
     #                                   (SEAM infer_SEAM.py / CPN: alpha 16; CONTA appendix 3.1)
     seed_protocol: str = "irn"          # evaluation preset of wsssbench.metrics.segmentation
-    # --- expansion: "rw" (IRN's random walk), "crf" (dense CRF on CAMs), "none" (the seeds themselves).
+    # --- expansion: "rw" (IRN's random walk), "psa" (PSA's AffinityNet walk, SEAM's; methods/seam.py),
+    # "crf" (dense CRF on CAMs), "none" (the seeds themselves).
     # IRN uses "rw"; on tiny from random init its boundary net learns little (pseudo-mask mIoU 21.3
     # rw vs 55.5 crf vs 33.2 none, same CAMs), so the CPU default is "crf": --set expansion=rw for IRN's.
     expansion: str = "crf"
@@ -111,6 +113,12 @@ class CamConfig:
     rw_train_images: int | None = 200   # affinity net trained on the first N classifier images; IRN: all (None)
     rw_lr: float = 0.1                  # IRN irn_learning_rate 0.1
     rw_batch_size: int = 16             # IRN irn_batch_size 32
+    # "toolkit" | "irn" (IRN's code; docs/recipes.md "IRN's boundary net and walk"):
+    rw_pairs: str = "toolkit"           # loss pairs: every in-image pair | irn: PathIndex's (interior sources only)
+    rw_augment: str = "toolkit"         # whole image squashed to cls_size² | irn: rescale 0.5-1.5, crop, labels 255
+    rw_optimizer: str = "sgd"           # momentum 0.9 | irn: PolyOptimizer's momentum slot (momentum = 1e-4)
+    rw_infer: str = "toolkit"           # edge of the image, walk resized | irn: zero-pad to cls_size², flip
+    #                                     average of the logits, walk upsampled x4 and cropped
     crf_alpha: float = 4.0              # SEAM infer_SEAM.py: bg = (1 - max cam)^alpha, alpha 4 ("la")
     # --- segmentation (kazuto1011/deeplab-pytorch voc12.yaml as CONTA/C2AM ran it)
     pseudo_protocol: str = "irn"        # evaluation preset for the pseudo-masks (IRN eval_sem_seg.py)
@@ -199,7 +207,8 @@ TINY = Recipe("tiny", "the CPU defaults (synthetic tiny, small backbone)")
 
 #: the values the choice fields accept (the optimiser fields accept their registries' names).
 CHOICES = {"cls_augment": ("toolkit", "irn", "seam"), "cam_arithmetic": ("toolkit", "irn"),
-           "seg_loss": ("ce", "deeplab", "balanced")}
+           "seg_loss": ("ce", "deeplab", "balanced"), "rw_pairs": ("toolkit", "irn"),
+           "rw_augment": ("toolkit", "irn"), "rw_optimizer": ("sgd", "irn"), "rw_infer": ("toolkit", "irn")}
 
 
 def _default(name: str) -> Callable:

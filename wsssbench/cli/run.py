@@ -36,7 +36,8 @@ def summarise(records) -> dict:
                timings={str(r.seed): r.timings for r in records},
                artifacts={str(r.seed): r.artifacts for r in records},
                rounds={str(r.seed): r.rounds for r in records},
-               records=[r.artifacts["record"] for r in records])
+               records=[r.artifacts["record"] for r in records],
+               weights_sha256=records[0].extra.get("weights_sha256", {}))
     if len(records) > 1:
         out["mean"] = {k: statistics.fmean(v) for k, v in per_seed.items()}
         out["std"] = {k: statistics.stdev(v) for k, v in per_seed.items()}
@@ -145,6 +146,8 @@ def print_summary(summary: dict) -> None:
         table.add_row(key, value, protocol)
     console.print(table)
     console.print(f"seeds {', '.join(map(str, summary['seeds']))}; records: {', '.join(summary['records'])}")
+    for name, digest in summary["weights_sha256"].items():
+        console.print(f"{name}: {summary['config'][name]} (sha256 {digest})")
     if summary["pretrained"] is None:
         console.print("[yellow]note: random initialisation (no pretrained weights) — not comparable to the "
                       "papers' numbers; pass --weights PATH[/]")
