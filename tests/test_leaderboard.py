@@ -364,3 +364,19 @@ def test_rich_fits_an_80_column_terminal_by_wrapping(table_id):
     labels = re.sub(r"\s", "", "".join(line.split("│")[at] for line in text.splitlines() if line.startswith("│")))
     for spec in table.rows:
         assert re.sub(r"\s", "", spec.label) in labels, spec.label
+
+
+def test_a_row_never_averages_records_of_different_settings(tmp_path):
+    # a folder with a default seam run (2 seeds) and an expansion=psa one: the row without overrides reads the
+    # default-configured records only (before, all three were averaged as n=3)
+    from dataclasses import asdict
+
+    from wsssbench.methods_api import METHODS, make_config
+    default = asdict(make_config(METHODS.get("seam")))
+    for seed, value in ((0, 50.0), (1, 52.0)):
+        _record("seam", seed, {"seed_miou": value}, **default).write(tmp_path / f"seam{seed}.json")
+    _record("seam", 0, {"seed_miou": 10.0}, **{**default, "expansion": "psa"}).write(tmp_path / "psa.json")
+    result = _invoke("table", "conta:2", "--runs", str(tmp_path), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = {(r["Method"], r["Baseline"]): r for r in csv.DictReader(io.StringIO(result.output))}
+    assert rows[("SEAM* [57]", "SEAM* [57]")]["CAM (ours)"] == "51.0 ± 1.4 (n=2)"

@@ -122,6 +122,7 @@ class Table:
             wanted = {**{k: defaults[k] for k in varied if k in defaults}, **spec.overrides}
             hits = [r for r in records if r.get("method") == spec.method
                     and all(_same(_config_get(r.get("config", {}), k), v) for k, v in wanted.items())]
+            hits = _closest_config(hits, {**_defaults(spec.method), **spec.overrides})
             if spec.round is not None:      # one multi-round run gives every round row: one record per seed
                 by_seed = {}
                 for r in hits:
@@ -131,6 +132,30 @@ class Table:
             if hits:
                 out[spec.key] = hits
         return out
+
+
+def _closest_config(hits: list[dict], wanted: dict) -> list[dict]:
+    """The records of one configuration: where a row's records were made with different settings (a folder
+    holding a default ``seam`` run and an ``expansion=psa`` one), those closest to the row's own config
+    (fewest settings differing from ``wanted``: the method's defaults with the row's overrides), so seeds of
+    different configurations are never averaged into one cell (chosen per dataset and preset). Ties go to the
+    configuration with more seeds.
+
+    >>> a, b = {"config": {"x": 1, "y": 2}}, {"config": {"x": 1, "y": 3}}
+    >>> _closest_config([a, b, b], {"x": 1, "y": 2}) == [a], _closest_config([a, b, b], {"x": 1}) == [b, b]
+    (True, True)
+    """
+    import json
+    by_data: dict[tuple, dict[str, list[dict]]] = {}
+    for r in hits:
+        groups = by_data.setdefault((r.get("dataset"), r.get("dataset_preset")), {})
+        groups.setdefault(json.dumps(r.get("config", {}), sort_keys=True, default=str), []).append(r)
+
+    def distance(group: list[dict]) -> tuple[int, int]:
+        config = group[0].get("config", {})
+        return sum(not _same(_config_get(config, k), v) for k, v in wanted.items()), -len(group)
+    chosen = {id(r) for groups in by_data.values() for r in min(groups.values(), key=distance)}
+    return [r for r in hits if id(r) in chosen]
 
 
 def _round_metrics(record: dict, round_: int) -> dict:
