@@ -26,7 +26,7 @@ import numpy as np
 from wsssbench.errors import UserError
 from wsssbench.methods_api import METHODS, Recipe, derive
 
-from .seam import SEAMConfig, check as check_seam
+from .seam import PAPER as SEAM_PAPER, SEAMConfig, check as check_seam
 
 PATCHES = ("superpixel", "grid")
 SAMPLINGS = ("code", "paper")
@@ -224,6 +224,19 @@ METHODS.add("seam_prcm", derive(
     build_classifier=build_seam_prcm,
 ))
 
+#: SEAM's paper classifier and CAM settings (ResNet-38, crop 448 after RandomResizeLong(448, 768), colour jitter,
+#: SEAM's PolyOptimizer, lr 0.01, 8 epochs, 4 scales with flips, α 16: CPN's train_cpn.py / infer_cam.py are SEAM's
+#: with the CP branches added) at CPN's batch 4 (Sec. 4.1, one GPU), then the paper's CP settings where its text and
+#: the code differ, and IRN's random walk for the pseudo-masks (Sec. 4.3) with IRN's own walk settings.
+PAPER = Recipe("paper", "SEAM's paper classifier at batch 4, the paper's CP settings (S_N = 200, each patch hidden "
+               "with p_h, λ = 1 − N_h/N; Sec. 3.2, 4.2) and IRN's random walk (Sec. 4.3, β = 10)", (
+    *((k, v) for k, v in SEAM_PAPER.settings if not k.startswith(("rw_", "expansion"))),
+    ("cls_batch_size", 4),                  # Sec. 4.1 / train_cpn.py batch_size 4
+    ("cpn_segments", 200), ("cpn_sampling", "paper"),
+    ("expansion", "rw"), ("rw_beta", 10.0),
+))
+
+
 METHODS.add("cpn", derive(
     METHODS.get("seam"),
     name="cpn",
@@ -232,7 +245,5 @@ METHODS.add("cpn", derive(
     build_classifier=build_classifier,
     train_step=train_step,
     extra_inputs=extra_inputs,
-    recipes=(Recipe("paper", "the paper's CP settings where its text and the code differ (S_N = 200, each patch "
-                    "hidden with p_h, λ = 1 − N_h/N; Sec. 3.2, 4.2) and IRN's random walk (Sec. 4.3, β = 10)",
-                    (("cpn_segments", 200), ("cpn_sampling", "paper"), ("expansion", "rw"), ("rw_beta", 10.0))),),
+    recipes=(PAPER,),
 ))

@@ -220,6 +220,9 @@ def test_defaults_and_paper_recipe():
     assert got == ("superpixel", 300, 0.5, 0.2, 16.0)
     paper = make_config(METHODS.get("cpn"), {"recipe": "paper"})
     assert (paper.cpn_segments, paper.cpn_sampling, paper.expansion, paper.rw_beta) == (200, "paper", "rw", 10.0)
+    # SEAM's code around it (CPN's training is SEAM's with the CP branches), at CPN's batch 4
+    assert (paper.backbone, paper.cls_size, paper.cls_batch_size, paper.cls_optimizer, paper.cls_augment,
+            paper.seam_frozen, paper.rw_epochs) == ("resnet38", 448, 4, "psa", "seam", True, 3)
 
 
 @pytest.mark.parametrize("patch", ["superpixel", pytest.param("grid", marks=pytest.mark.slow)])
