@@ -37,6 +37,13 @@ PAPER = Recipe("paper", "IRN's ResNet-50 CAM classifier and CAM inference, as ji
     ("cam_scales", (1.0, 0.5, 1.5, 2.0)),   # cam_scales
     ("cam_flip", True),
     ("cam_arithmetic", "irn"),              # make_cam.py: PIL bicubic input, strided_up_size maps
+    # IRN's boundary net and walk (used by expansion=rw, i.e. irnet): step/train_irn.py, make_sem_seg_labels.py
+    ("rw_pairs", "irn"),                    # misc/indexing.py PathIndex: interior sources only
+    ("rw_augment", "irn"),                  # VOC12AffinityDataset: rescale (0.5, 1.5), flip, crop 512, labels 255
+    ("rw_optimizer", "irn"),                # torchutils.PolyOptimizer: momentum slot = weight decay 1e-4
+    ("rw_infer", "irn"),                    # EdgeDisplacement: pad to 512, flip average; walk x4 up and cropped
+    ("rw_batch_size", 32),                  # irn_batch_size 32
+    ("rw_train_images", None),              # train_irn.py: every train_aug image
     *DEEPLAB,
 ))
 

@@ -122,6 +122,20 @@ def pair_labels(labels: torch.Tensor, radius: int, ignore_index: int = 255):
     return equal & (src == 0), equal & (src != 0), valid & (src != dst)
 
 
+def irn_sources(h: int, w: int, radius: int, device=None) -> torch.Tensor:
+    """(H, W) mask of the pixels IRN's ``PathIndex`` (misc/indexing.py ``get_path_indices``) takes as pair
+    sources: rows ``< H − (radius − 1)``, columns in ``[radius − 1, W − (radius − 1))`` — those whose every
+    destination lies in the map. IRN's loss counts only their pairs (``rw_pairs=irn``); the toolkit's default
+    counts every pair inside the image (about 25% more at radius 10 on a 128² map)."""
+    floor = radius - 1
+    rows = torch.arange(h, device=device) < h - floor
+    cols = (torch.arange(w, device=device) >= floor) & (torch.arange(w, device=device) < w - floor)
+    return rows[:, None] & cols
+
+
+PAIRS = ("toolkit", "irn")
+
+
 class AffinityNet(nn.Module):
     """Boundary branch of IRN on any :class:`Backbone`.
 
@@ -166,15 +180,20 @@ class AffinityNet(nn.Module):
         return torch.sigmoid(self(x))[:, 0]
 
     @staticmethod
-    def loss(logits: torch.Tensor, labels: torch.Tensor, radius: int = 10, ignore_index: int = 255) -> torch.Tensor:
+    def loss(logits: torch.Tensor, labels: torch.Tensor, radius: int = 10, ignore_index: int = 255,
+             pairs: str = "toolkit") -> torch.Tensor:
         """IRN's affinity loss (``step/train_irn.py``): −log a on equal-label pairs (background and
         foreground pairs averaged separately, then halved each), −log(1 − a) on different-label pairs,
         the two halves averaged. ``labels`` (B, H, W): 0 background, c > 0 a confident class,
-        ``ignore_index`` unsure; resized (nearest) to the boundary map. IRN trains with radius 10.
+        ``ignore_index`` unsure; resized (nearest; at stride 4 IRN's ``pil_rescale(label, 0.25, 0)``) to
+        the boundary map. IRN trains with radius 10. ``pairs="irn"``: only :func:`irn_sources`' pairs.
         """
         labels = F.interpolate(labels[:, None].float(), size=logits.shape[2:], mode="nearest-exact")[:, 0]
         aff, _ = edge_to_affinity(torch.sigmoid(logits.float())[:, 0], radius)
         bg_pos, fg_pos, neg = pair_labels(labels, radius, ignore_index)
+        if pairs == "irn":
+            keep = irn_sources(*labels.shape[1:], radius, labels.device)
+            bg_pos, fg_pos, neg = bg_pos & keep, fg_pos & keep, neg & keep
         pos_loss = -torch.log(aff + 1e-5)
         neg_loss = -torch.log(1 + 1e-5 - aff)
 

@@ -22,7 +22,7 @@ from ..cams import load_cams
 from ..data.base import mask_png
 from ..io import atomic_path
 from ..metrics.segmentation import seeds_from_cams
-from .common import EpochBatches, MaskPairs, loader_workers, poly_lr, stream, to_tensor
+from .common import EpochBatches, MaskPairs, loader_workers, pil_rescale, poly_lr, stream, to_tensor
 
 
 # ---------------------------------------------------------------- dense CRF (pydensecrf)
@@ -94,14 +94,19 @@ def train_affinity(ctx, samples, conf_dir: Path, workdir: Path, progress=None):
                       freeze_backbone=pretrained is not None).to(ctx.device)
     gen = torch.Generator().manual_seed(ctx.seed)
     batches = EpochBatches(len(samples), cfg.rw_batch_size, cfg.rw_epochs, gen)
+    if cfg.rw_augment == "irn":
+        batches = IrnCropDraws(batches, gen)
+        data = IrnAffinityCrops(ctx.dataset, samples, conf_dir, cfg.cls_size)
+    else:
+        data = MaskPairs(ctx.dataset, samples, conf_dir, cfg.cls_size)
     batches = distributed.rank_slices(batches, cfg.rw_batch_size, "rw_batch_size")     # torchrun: a slice each
     total = len(batches)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.rw_lr, momentum=0.9, weight_decay=1e-4)
+    opt = affinity_optimizer([p for p in net.parameters() if p.requires_grad], cfg.rw_lr, cfg.rw_optimizer)
     task = progress.add_task("train affinity", total=total) if progress else None
     net.train()
-    step = distributed.ddp_step(ctx, net, lambda ctx, net, xy: AffinityNet.loss(net(xy[0]), xy[1], radius=10))
-    loader = stream(MaskPairs(ctx.dataset, samples, conf_dir, cfg.cls_size), batches, loader_workers(cfg), ctx.device)
+    step = distributed.ddp_step(ctx, net, lambda ctx, net, xy: AffinityNet.loss(net(xy[0]), xy[1], radius=10,
+                                                                                pairs=cfg.rw_pairs))
+    loader = stream(data, batches, loader_workers(cfg), ctx.device)
     for it, (x, y) in enumerate(loader):
         for g in opt.param_groups:
             g["lr"] = poly_lr(cfg.rw_lr, it, total)
@@ -115,6 +120,71 @@ def train_affinity(ctx, samples, conf_dir: Path, workdir: Path, progress=None):
     if distributed.is_main():
         torch.save(net.state_dict(), workdir / "affinity.pt")
     return net
+
+
+def affinity_optimizer(params, lr: float, kind: str, weight_decay: float = 1e-4) -> torch.optim.SGD:
+    """``rw_optimizer``: "sgd" momentum 0.9; "irn" as step/train_irn.py's ``torchutils.PolyOptimizer``, whose
+    ``SGD(params, lr, weight_decay)`` puts the weight decay in the momentum slot (momentum 1e-4)."""
+    return torch.optim.SGD(params, lr=lr, momentum=weight_decay if kind == "irn" else 0.9, weight_decay=weight_decay)
+
+
+class IrnCropDraws:
+    """:class:`EpochBatches` with each item's augmentation draws appended, ``(index, flip, u_scale, u_top,
+    u_left)``, three uniforms in [0, 1) from ``generator`` (IRN draws them from Python's ``random``:
+    same distribution, other stream)."""
+
+    def __init__(self, batches: EpochBatches, generator: torch.Generator):
+        self.batches, self.generator = batches, generator
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            draws = torch.rand(len(batch), 3, generator=self.generator, dtype=torch.float64).tolist()
+            yield [(i, flip, *u) for (i, flip), u in zip(batch, draws)]
+
+
+def irn_crop_box(h: int, w: int, size: int, u_top: float, u_left: float) -> tuple[int, int, int, int]:
+    """IRN imutils.get_random_crop_box from uniforms: ``(out_top, img_top, out_left, img_left)`` of the
+    min(size, h) × min(size, w) window; ``randrange(n)`` is ``floor(u · n)``."""
+    def axis(n, u):
+        space = n - size
+        return (0, int(u * (space + 1))) if space > 0 else (int(u * (1 - space)), 0)
+    (out_top, img_top), (out_left, img_left) = axis(h, u_top), axis(w, u_left)
+    return out_top, img_top, out_left, img_left
+
+
+def irn_affinity_item(image: np.ndarray, label: np.ndarray, size: int, u_scale: float, flip: bool,
+                      u_top: float, u_left: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """IRN's VOC12AffinityDataset item (voc12/dataloader.py, rescale (0.5, 1.5), ``random_crop``) from given
+    draws: image PIL-bicubic and label PIL-nearest scaled by 0.5 + u_scale, flipped, cropped to ``size``²
+    (the normalised image padded with 0, the label with 255). The stride-4 label reduction is the loss's."""
+    scale = 0.5 + u_scale
+    h, w = (int(np.round(n * scale)) for n in label.shape)
+    image = pil_rescale(image, scale)
+    if (h, w) != label.shape:
+        label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+    x, y = to_tensor(image), torch.from_numpy(np.array(label, np.int64))
+    if flip:
+        x, y = x.flip(-1), y.flip(-1)
+    ch, cw = min(size, h), min(size, w)
+    out_top, img_top, out_left, img_left = irn_crop_box(h, w, size, u_top, u_left)
+    x_out, y_out = x.new_zeros(3, size, size), y.new_full((size, size), 255)
+    x_out[:, out_top:out_top + ch, out_left:out_left + cw] = x[:, img_top:img_top + ch, img_left:img_left + cw]
+    y_out[out_top:out_top + ch, out_left:out_left + cw] = y[img_top:img_top + ch, img_left:img_left + cw]
+    return x_out, y_out
+
+
+class IrnAffinityCrops(MaskPairs):
+    """``rw_augment=irn``: item ``(i, flip, u_scale, u_top, u_left)`` (:class:`IrnCropDraws`) →
+    :func:`irn_affinity_item` of image ``i`` and its confident label."""
+
+    def __getitem__(self, item) -> tuple[torch.Tensor, torch.Tensor]:
+        i, flip, u_scale, u_top, u_left = item
+        sample = self.samples[i]
+        label = np.array(Image.open(self.masks_dir / f"{sample.id}.png"))
+        return irn_affinity_item(self.dataset.load_image(sample), label, self.size, u_scale, flip, u_top, u_left)
 
 
 #: how the walk x·T^(2^k) is computed: "sparse" multiplies x by the sparse T 2^k times (O(hw·r²)
@@ -188,16 +258,45 @@ def random_walk_mask(ctx, net, image: np.ndarray, cams: np.ndarray, keys: np.nda
     h, w = image.shape[:2]
     if len(keys) == 0:
         return np.zeros((h, w), np.uint8)
-    edge = net.edge(to_tensor(image)[None].to(ctx.device))[0]
+    x = to_tensor(image).to(ctx.device)
+    edge = irn_edge(net, x, cfg.cls_size) if cfg.rw_infer == "irn" else net.edge(x[None])[0]
     hs, ws = edge.shape
     small = F.interpolate(torch.from_numpy(cams)[None].to(ctx.device), size=(hs, ws), mode="bilinear",
-                          align_corners=False)[0] * (1 - edge)
-    walked = random_walk(small.reshape(len(keys), -1), edge, cfg.rw_radius, cfg.rw_beta, cfg.rw_exp_times,
-                         cfg.rw_method)
-    walked = F.interpolate(walked.view(1, len(keys), hs, ws), size=(h, w), mode="bilinear", align_corners=False)[0]
-    walked = walked / walked.max()
-    planes = torch.cat([torch.full((1, h, w), cfg.rw_bg_threshold, device=walked.device), walked])
+                          align_corners=False)[0]
+    walked = walk_up(small, edge, (h, w), cfg, net.stride if cfg.rw_infer == "irn" else None)
+    return walked_labels(walked, keys, cfg.rw_bg_threshold)
+
+
+def walked_labels(walked: torch.Tensor, keys: np.ndarray, bg_threshold: float) -> np.ndarray:
+    """Class-index map of max-normalised walked maps (k, H, W): the constant ``bg_threshold`` plane first, argmax."""
+    planes = torch.cat([torch.full((1,) + walked.shape[1:], bg_threshold, device=walked.device), walked])
     return np.concatenate([[0], keys + 1]).astype(np.uint8)[planes.argmax(0).cpu().numpy()]
+
+
+def irn_edge(net, x: torch.Tensor, size: int) -> torch.Tensor:
+    """``rw_infer=irn``: IRN net/resnet50_irn.py EdgeDisplacement.forward — the (3, H, W) image and its
+    flip, each zero-padded right and bottom to ``size``² (larger images: to their own side; IRN's negative
+    padding would crop them), boundary logits cut to ⌈H/stride⌉ × ⌈W/stride⌉, the flip's flipped back,
+    sigmoid of the mean of the logits. Returns (h, w) boundary probabilities."""
+    h, w = x.shape[-2:]
+    pair = F.pad(torch.stack([x, x.flip(-1)]), (0, max(size, w) - w, 0, max(size, h) - h))
+    logits = net(pair)[:, 0, :(h - 1) // net.stride + 1, :(w - 1) // net.stride + 1]
+    return torch.sigmoid(logits[0] / 2 + logits[1].flip(-1) / 2)
+
+
+def walk_up(small: torch.Tensor, edge: torch.Tensor, size: tuple[int, int], cfg, stride: int | None) -> torch.Tensor:
+    """The walk of IRN make_sem_seg_labels.py: ``small`` (k, h, w) CAMs at the boundary map's grid, times
+    1 − ``edge``, walked, brought to ``size`` — upsampled ×``stride`` and cropped (IRN's; ``stride`` given)
+    or resized straight to it (``None``) — and divided by their max."""
+    k, hs, ws = small.shape
+    walked = random_walk((small * (1 - edge)).reshape(k, -1), edge, cfg.rw_radius, cfg.rw_beta, cfg.rw_exp_times,
+                         cfg.rw_method).view(1, k, hs, ws)
+    if stride is None:
+        walked = F.interpolate(walked, size=size, mode="bilinear", align_corners=False)[0]
+    else:
+        walked = F.interpolate(walked, scale_factor=stride, mode="bilinear", align_corners=False)[0]
+        walked = walked[:, :size[0], :size[1]]
+    return walked / walked.max()
 
 
 def save_mask(path: Path, mask: np.ndarray) -> None:
