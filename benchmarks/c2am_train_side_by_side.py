@@ -157,10 +157,11 @@ def compare_inference(ref, model: CAMClassifier, net: torch.nn.Module, dtype) ->
 
 
 def compare_global_cam(ref, count: int = 20) -> dict[str, float]:
-    """make_square_cam.py ``_work`` (``count`` >= 20: its progress line divides by count // 20; six scales, each straight to 128²) then pyutils.sum_cams_by_class /
-    sum_cams, beside :func:`c2am.square_cams` + :class:`c2am.GlobalCAM` ("class" / "all")."""
+    """make_square_cam.py ``_work`` (six scales, each straight to 128²; ``count`` >= 20, as its progress line
+    divides by count // 20) then pyutils.sum_cams_by_class / sum_cams, beside :func:`c2am.square_cams` +
+    :class:`c2am.GlobalCAM` ("class" / "all")."""
     model = base_model().eval()
-    model.classifier.weight.data.abs_()     # no all-zero map: sum_cams_by_class skips those, and fails on a class without any
+    model.classifier.weight.data.abs_()     # no all-zero map: sum_cams_by_class skips them (fails on an empty class)
     cam_net = c2am_net(ref, model, "CAM")
     cam_net.eval()                          # CAM.train() returns None (and never calls Module.train): no chaining
     rng = np.random.default_rng(2)

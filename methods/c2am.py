@@ -60,8 +60,8 @@ class ContinuedConfig(CamConfig):
     c2am_size: int | None = None                     # Table 2 crop 512 = IRN's base crop; None: the base cls_size
     c2am_weight_decay: float = _CLS["weight_decay"]  # Table 2: 1e-4
     # How train_c2am.py trains (the paper recipe sets the code's values; these defaults keep tiny's records):
-    c2am_output_stride: int | None = None            # None: the base's; code 32 (net/resnet50_cam.py Net: torchvision's)
-    c2am_fixed_bn: bool = False                      # False: BatchNorm on batch statistics (code: nn.BatchNorm2d, train())
+    c2am_output_stride: int | None = None            # None: the base's; code 32 (resnet50_cam.py Net: torchvision's)
+    c2am_fixed_bn: bool = False                      # False: BatchNorm on batch statistics (code: train() mode)
     c2am_frozen_blocks: int = 0                      # code 1: Net.train() takes conv1/bn1 out of training
     c2am_rescale: tuple[float, ...] = (1.0, 1.0)     # code resize_long (320, 640) with crop 512: (0.625, 1.25)
     c2am_augment: str = "toolkit"                    # code "irn": voc12/dataloader.py VOC12ClassificationDataset
@@ -402,7 +402,7 @@ PAPER = Recipe("paper", "IRN's classifier and CAM inference, C2AM's continued tr
     ("c2am_output_stride", 32),                      # net/resnet50_cam.py Net: torchvision resnet50 (train_c2am.py:73)
     ("c2am_fixed_bn", False),                        # nn.BatchNorm2d in train mode (train_c2am.py:85)
     ("c2am_frozen_blocks", 1),                       # Net.train: conv1 / bn1 without gradient (resnet50_cam.py:36-41)
-    ("c2am_optimizer", "irn"),                       # torchutils.PolyOptimizer: momentum = weight decay (train_c2am.py:78)
+    ("c2am_optimizer", "irn"),                       # torchutils.PolyOptimizer: momentum = wd (train_c2am.py:78)
     ("c2am_gcam_resize", "square"),                  # make_square_cam.py:39-42: each scale straight to 128²
 ))
 
