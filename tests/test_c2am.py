@@ -266,3 +266,148 @@ def test_bad_continued_training_settings_are_one_line(tmp_path):
     ctx, model = _tiny_ctx("cam_constant", c2am_batch_size="0")
     with pytest.raises(UserError, match="c2am_batch_size=0: must be at least 1"):
         c2am.run_cam_constant(ctx, model, tmp_path)
+
+
+# --- the continued stage as train_c2am.py runs it (the paper recipe's c2am_* settings) -------------------
+
+
+def test_global_cam_all_image_mean_is_a_plain_loop():
+    # pyutils.sum_cams: every image's (C, H, W) map, zeros where the class is absent, averaged over all images
+    gen = torch.Generator().manual_seed(4)
+    cams = torch.rand(5, 3, 6, 6, generator=gen)
+    labels = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    g = c2am.GlobalCAM(3, size=(4, 4))
+    g.update(cams[:2], labels[:2])
+    g.update(cams[2:], labels[2:])
+    want = np.zeros((3, 4, 4))
+    for i in range(5):
+        for z in range(3):
+            if labels[i, z]:
+                m = F.interpolate(cams[i : i + 1, z : z + 1], (4, 4), mode="bilinear",
+                                  align_corners=False)[0, 0].double().numpy()
+                want[z] += m / (m.max() + 1e-5)
+    np.testing.assert_allclose(g.compute("all").numpy(), want / 5, rtol=1e-6)
+    np.testing.assert_allclose(g.compute("class").numpy(), want / np.array([3, 2, 1])[:, None, None], rtol=1e-6)
+    assert int(g.images) == 5
+    from wsssbench.errors import UserError
+    with pytest.raises(UserError, match="c2am_gcam_mean=sum: must be one of class, all"):
+        g.compute("sum")
+
+
+class _PoolNet(torch.nn.Module):
+    """A stand-in classifier whose CAMs are 4x average pools of two image channels, scaled."""
+
+    def cams(self, x):
+        return F.avg_pool2d(x[:, :2], 4) * torch.tensor([1.0, -0.5])[:, None, None]
+
+    def forward(self, x):
+        return self.cams(x).mean((2, 3))
+
+
+def test_square_cams_resize_each_scale_straight_to_the_square():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    from wsssbench.stages.common import to_tensor
+
+    x = to_tensor(image)[None]
+    want = torch.zeros(1, 2, 8, 8)
+    for s in (1.0, 0.5, 1.5):              # make_square_cam.py:39-42, one scale at a time
+        size = (20, 28) if s == 1.0 else (round(20 * s), round(28 * s))
+        xs = F.interpolate(x, size, mode="bilinear", align_corners=False) if s != 1.0 else x
+        a = F.relu(_PoolNet().cams(xs))
+        b = F.relu(_PoolNet().cams(xs.flip(-1))).flip(-1)
+        want += F.interpolate(a + b, (8, 8), mode="bilinear", align_corners=False)
+    got = c2am.square_cams(_PoolNet(), image[None], (1.0, 0.5, 1.5), True, 8)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    # the toolkit's order (sum at the image size, then squash) differs: the option is not a no-op
+    from wsssbench.stages.infer_cams import multiscale_cams
+    full, _ = multiscale_cams(_PoolNet(), image, (1.0, 0.5, 1.5), True)
+    squashed = F.interpolate(full[None], (8, 8), mode="bilinear", align_corners=False)
+    assert (squashed - want).abs().max() > 1e-3
+
+
+def _resnet_classifier():
+    from wsssbench.models import CAMClassifier, build_backbone
+
+    torch.manual_seed(0)
+    return CAMClassifier(build_backbone("resnet50_irn", output_stride=16), 4)
+
+
+def test_continued_model_stride32_is_torchvisions_resnet50_and_is_undone():
+    import torchvision
+
+    from wsssbench.methods_api import METHODS, make_config
+    from wsssbench.models.backbones import FixedBatchNorm, fix_batchnorm
+
+    model = _resnet_classifier().eval()
+    fix_batchnorm(model)                     # as the base stage of the paper recipe leaves it
+    cfg = make_config(METHODS.get("c2am"), {"recipe": "paper"})
+    ref = torchvision.models.resnet50(weights=None).eval()      # train_c2am.py's Net trunk: stride 32
+    ref.load_state_dict({**model.backbone.state_dict(), "fc.weight": ref.fc.weight, "fc.bias": ref.fc.bias})
+    x = torch.randn(1, 3, 64, 64)
+    trunk = torch.nn.Sequential(*list(ref.children())[:-2])
+    with torch.no_grad(), c2am.continued_model(model, cfg):
+        bns = [type(m) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert set(bns) == {torch.nn.BatchNorm2d}                # batch statistics in train mode
+        assert not any(p.requires_grad for p in model.backbone.stem.parameters())   # conv1, bn1
+        assert all(p.requires_grad for p in model.backbone.layer1.parameters())
+        feats = model.backbone(x)
+        assert feats.shape[-2:] == (2, 2)
+        torch.testing.assert_close(feats, trunk(x), rtol=1e-5, atol=1e-5)
+        model.train()
+        train_out = model.backbone(x)
+    assert not torch.allclose(train_out, feats)                     # train mode: the batch's statistics
+    assert model.backbone(x).shape[-2:] == (4, 4)                   # stride 16 again for the CAMs
+    assert {type(m) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {FixedBatchNorm}
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.backbone.stage_strides[-1] == 16
+
+
+def test_tiny_defaults_leave_the_model_alone_and_small_backbones_refuse_a_stride():
+    from wsssbench.errors import UserError
+    from wsssbench.methods_api import METHODS, make_config
+
+    cfg = make_config(METHODS.get("c2am"))
+    assert (cfg.c2am_output_stride, cfg.c2am_fixed_bn, cfg.c2am_frozen_blocks, cfg.c2am_optimizer,
+            cfg.c2am_augment, cfg.c2am_rescale, cfg.c2am_gcam_resize, cfg.c2am_gcam_mean) == (
+        None, False, 0, "sgd", "toolkit", (1.0, 1.0), "image", "class")
+    ctx, model = _tiny_ctx("c2am")
+    convs = [(m.stride, m.dilation, m.padding) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with c2am.continued_model(model, cfg):
+        assert [(m.stride, m.dilation, m.padding) for m in model.modules()
+                if isinstance(m, torch.nn.Conv2d)] == convs
+        assert all(p.requires_grad for p in model.parameters())
+    ctx, model = _tiny_ctx("c2am", c2am_output_stride="32")
+    with pytest.raises(UserError, match="c2am_output_stride=...: needs a resnet50/resnet101 backbone"):
+        with c2am.continued_model(model, ctx.cfg):
+            pass
+
+
+def test_paper_recipe_sets_train_c2am_settings_and_keeps_deeplab():
+    from wsssbench.methods_api import METHODS, make_config
+
+    cfg = make_config(METHODS.get("c2am"), {"recipe": "paper"})
+    assert (cfg.c2am_output_stride, cfg.c2am_fixed_bn, cfg.c2am_frozen_blocks, cfg.c2am_optimizer,
+            cfg.c2am_augment, cfg.c2am_rescale, cfg.c2am_size) == (32, False, 1, "irn", "irn", (0.625, 1.25), 512)
+    assert (cfg.c2am_gcam_resize, cfg.c2am_gcam_mean, cfg.c2am_gcam_size) == ("square", "class", 128)
+    assert (cfg.seg_loss, cfg.seg_batch_size, cfg.backbone, cfg.cls_output_stride) == ("balanced", 10,
+                                                                                        "resnet50_irn", 16)
+
+
+def test_c2am_stage_with_the_codes_options(tmp_path):
+    ctx, model = _tiny_ctx("c2am", c2am_gcam_size="8", c2am_gcam_scales="1.0,0.5", c2am_gcam_resize="square",
+                           c2am_gcam_mean="all", c2am_frozen_blocks="1", c2am_optimizer="irn",
+                           c2am_augment="irn", c2am_rescale="0.75,1.25")
+    model.eval()
+    want = np.zeros((3, 8, 8))
+    for s in ctx.dataset.samples("train"):           # pyutils.sum_cams over make_square_cam.py's maps
+        cams = c2am.square_cams(model, ctx.dataset.load_image(s)[None], (1.0, 0.5), True, 8)[0]
+        for c in s.labels:
+            want[c - 1] += (cams[c - 1] / (cams[c - 1].max() + 1e-5)).numpy()
+    stem = [p.detach().clone() for p in model.backbone.stages[0].parameters()]
+    rest = [p.detach().clone() for p in model.classifier.parameters()]
+    c2am.run_c2am(ctx, model, tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "global_cam.npz")["global_cam"], want / 6, rtol=1e-4, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(stem, model.backbone.stages[0].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(rest, model.classifier.parameters()))
+    assert all(p.requires_grad for p in model.parameters())     # the freeze was the stage's only
