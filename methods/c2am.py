@@ -344,11 +344,24 @@ def adjusted_step(adjust: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
     return step
 
 
+def _check_choices(cfg) -> None:
+    """One UserError line for a c2am_* choice field set to a value it does not take (before any work)."""
+    from wsssbench.methods_api import CHOICES, CLS_OPTIMIZERS
+
+    allowed = {"c2am_augment": CHOICES["cls_augment"], "c2am_optimizer": tuple(CLS_OPTIMIZERS.names()),
+               "c2am_gcam_resize": GCAM_RESIZE, "c2am_gcam_mean": GCAM_MEAN}
+    for name, values in allowed.items():
+        value = getattr(cfg, name, values[0])       # cam_constant has no c2am_gcam_* fields
+        if value not in values:
+            raise UserError(f"--set {name}={value}: must be one of {', '.join(values)}")
+
+
 def _continue_training(ctx, model, workdir: Path, adjust: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Continue training the base classifier with BCE on ``adjust(logits)`` (Table 2 settings)."""
     from wsssbench.stages.train_classifier import train
 
     cfg = ctx.cfg
+    _check_choices(cfg)
     size = cfg.c2am_size or cfg.cls_size
     for name, value, least in (("c2am_batch_size", cfg.c2am_batch_size, 1), ("c2am_size", size, 1),
                                ("c2am_epochs", cfg.c2am_epochs, 0), ("c2am_frozen_blocks", cfg.c2am_frozen_blocks, 0)):
@@ -365,6 +378,7 @@ def _continue_training(ctx, model, workdir: Path, adjust: Callable[[torch.Tensor
 def run_c2am(ctx, model, workdir: Path) -> None:
     """C2AM's stage: Global CAM of the base classifier (artifact + Figs. 7, 10), then Eq. 3 training."""
     cfg = ctx.cfg
+    _check_choices(cfg)
     acc = compute_global_cam(ctx, model, _train_samples(ctx), cfg.c2am_gcam_size, cfg.c2am_gcam_scales,
                              cfg.c2am_gcam_resize)
     global_cam = acc.compute(cfg.c2am_gcam_mean)

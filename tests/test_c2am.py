@@ -411,3 +411,14 @@ def test_c2am_stage_with_the_codes_options(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(stem, model.backbone.stages[0].parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(rest, model.classifier.parameters()))
     assert all(p.requires_grad for p in model.parameters())     # the freeze was the stage's only
+
+
+@pytest.mark.parametrize("name,value", [("c2am_augment", "fancy"), ("c2am_optimizer", "adam"),
+                                        ("c2am_gcam_resize", "both"), ("c2am_gcam_mean", "median")])
+def test_bad_code_options_are_one_line_before_any_work(tmp_path, name, value):
+    from wsssbench.errors import UserError
+
+    ctx, model = _tiny_ctx("c2am", **{name: value})
+    with pytest.raises(UserError, match=f"--set {name}={value}: must be one of "):
+        c2am.run_c2am(ctx, model, tmp_path)
+    assert not (tmp_path / "global_cam.npz").exists()
