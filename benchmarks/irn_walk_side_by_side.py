@@ -202,21 +202,49 @@ def compare_augmentation(irn, count: int = 12) -> dict:
     return out
 
 
+class _Numpy1Sizes:
+    """numpy for make_sem_seg_labels.py: ``np.asarray(pack['size'])`` is (2, 1), whose rows numpy ≥ 2 no
+    longer takes as slice bounds (numpy 1 did); flattened here, all else is numpy."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def asarray(a, *args, **kwargs):
+        return np.asarray(a, *args, **kwargs).reshape(-1)
+
+
+class _Contiguous(torch.utils.data.Dataset):
+    """IRN's dataset with each item's image pair made C-contiguous. IRN's loader stacks transposed (HWC → CHW)
+    views, so its input is channels-last in memory, for which torch's CPU convolutions round differently
+    (~1e-5 in the boundary map); with the same layout as the toolkit's the two nets agree bit for bit."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        item = self.data[i]
+        return {**item, "img": np.ascontiguousarray(item["img"])}
+
+
 def compare_inference(irn, count: int = 20) -> dict:
     """EdgeDisplacement's boundary map, propagate_to_edge's walk and make_sem_seg_labels._work's labels,
-    on the same weights, ``count`` random images (``_work`` needs at least 20) and stride-4 CAMs (keys 3, 11)."""
+    on the same weights, ``count`` random images (``_work`` needs at least 20) and stride-4 CAMs (keys 3, 11);
+    ``_work`` runs twice: on IRN's loader as it is, and with its input in the toolkit's memory layout."""
     net = toolkit_net().eval()
     theirs = irn_copy(irn, net, "EdgeDisplacement")
     theirs.eval()
     cfg = CFG
     rng = np.random.default_rng(4)
     shapes = [tuple(int(v) for v in rng.integers(60, 200, 2)) for _ in range(count)]
-    out = {"edge": 0.0, "walk_dense": 0.0, "walk_sparse": 0.0, "labels_dense_pixels": 0, "labels_sparse_pixels": 0,
-           "labels_toolkit_infer_pixels": 0}
     keys = np.array([3, 11])
+    out = {"pixels": int(sum(np.prod(s) for s in shapes))}
     with tempfile.TemporaryDirectory() as tmp:
         names = Path("voc12/train.txt").read_text().split()[:count]      # ids with class labels (cwd: the checkout)
-        images, cams, saved = {}, {}, {}
+        images, cams = {}, {}
         for name, (h, w) in zip(names, shapes):
             images[name] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             hs, ws = (h - 1) // 4 + 1, (w - 1) // 4 + 1
@@ -224,48 +252,52 @@ def compare_inference(irn, count: int = 20) -> dict:
             cams[name] = F.avg_pool2d(c[None], 5, 1, 2, count_include_pad=False)[0]     # smooth maps
             np.save(Path(tmp, name + ".npy"), {"cam": cams[name], "keys": keys})
         Path(tmp, "list.txt").write_text("\n".join(n.replace("_", "") for n in names))   # IRN's integer names
-        edges, walks = {}, {}
-        theirs.register_forward_hook(lambda m, i, o: edges.__setitem__(len(edges), o[0]))
-        propagate = irn.indexing.propagate_to_edge
-
-        def recorded_walk(*a, **k):
-            walks[len(walks)] = propagate(*a, **k)
-            return walks[len(walks) - 1]
         data = irn.dataloader.VOC12ClassificationDatasetMSF(str(Path(tmp, "list.txt")), voc12_root=tmp, scales=(1.0,))
         args = types.SimpleNamespace(num_workers=0, cam_out_dir=tmp, sem_seg_out_dir=tmp, beta=cfg.rw_beta,
                                      exp_times=cfg.rw_exp_times, sem_seg_bg_thres=cfg.rw_bg_threshold)
-        with mock.patch.object(irn.dataloader.imageio, "imread", lambda p: images[Path(p).stem], create=True), \
-                mock.patch.object(irn.make_sem_seg_labels.imageio, "imsave",
-                                  lambda p, a: saved.__setitem__(Path(p).stem, a), create=True), \
-                mock.patch.object(torch.cuda, "device_count", lambda: 1), \
-                mock.patch.object(irn.make_sem_seg_labels.cuda, "device", lambda i: contextlib.nullcontext()), \
-                mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self), \
-                mock.patch.object(theirs, "cuda", lambda: theirs), \
-                mock.patch.object(irn.indexing, "propagate_to_edge", recorded_walk), \
-                contextlib.redirect_stdout(io.StringIO()):
-            irn.make_sem_seg_labels._work(0, theirs, [data], args)
-            inputs = [torch.from_numpy(data[k]["img"]) for k in range(len(names))]
-        with torch.no_grad():
-            for k, name in enumerate(names):
-                h, w = images[name].shape[:2]
-                x = inputs[k]
-                edge_theirs, rw_theirs = edges[k], walks[k]
-                edge = irn_edge(net, x[0], cfg.cls_size)
-                out["edge"] = max(out["edge"], float((edge - edge_theirs).abs().max()))
-                for method in ("dense", "sparse"):
-                    run = types.SimpleNamespace(**{**vars(cfg), "rw_method": method})
-                    walked = random_walk((cams[name] * (1 - edge)).reshape(len(keys), -1), edge,
-                                         run.rw_radius, run.rw_beta, run.rw_exp_times, method)
-                    diff = (walked.view(rw_theirs.shape) - rw_theirs).abs().max() / rw_theirs.max()
-                    out[f"walk_{method}"] = max(out[f"walk_{method}"], float(diff))
-                    labels = walked_labels(walk_up(cams[name], edge, (h, w), run, net.stride), keys,
-                                           run.rw_bg_threshold)
-                    out[f"labels_{method}_pixels"] += int((labels != saved[name]).sum())
-                resized = walk_up(cams[name], net.edge(x[:1])[0][:cams[name].shape[1], :cams[name].shape[2]],
-                                  (h, w), run, None)
-                out["labels_toolkit_infer_pixels"] += int((walked_labels(resized, keys, run.rw_bg_threshold)
-                                                           != saved[name]).sum())
-        out["pixels"] = int(sum(np.prod(s) for s in shapes))
+        propagate = irn.indexing.propagate_to_edge
+        for layout, dataset in (("irn_loader", data), ("same_layout", _Contiguous(data))):
+            edges, walks, saved = [], [], {}
+            hook = theirs.register_forward_hook(lambda m, i, o: edges.append(o[0]))
+
+            def recorded_walk(*a, **k):
+                walks.append(propagate(*a, **k))
+                return walks[-1]
+            with mock.patch.object(irn.dataloader.imageio, "imread", lambda p: images[Path(p).stem], create=True), \
+                    mock.patch.object(irn.make_sem_seg_labels.imageio, "imsave",
+                                      lambda p, a: saved.__setitem__(Path(p).stem, a), create=True), \
+                    mock.patch.object(torch.cuda, "device_count", lambda: 1), \
+                    mock.patch.object(irn.make_sem_seg_labels.cuda, "device", lambda i: contextlib.nullcontext()), \
+                    mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self), \
+                    mock.patch.object(theirs, "cuda", lambda: theirs), \
+                    mock.patch.object(irn.indexing, "propagate_to_edge", recorded_walk), \
+                    mock.patch.object(irn.make_sem_seg_labels, "np", _Numpy1Sizes()), \
+                    contextlib.redirect_stdout(io.StringIO()):
+                irn.make_sem_seg_labels._work(0, theirs, [dataset], args)
+                inputs = [torch.from_numpy(np.ascontiguousarray(data[k]["img"][0])) for k in range(count)]
+            hook.remove()
+            part = {"edge": 0.0, "walk_dense": 0.0, "walk_sparse": 0.0, "labels_dense_pixels": 0,
+                    "labels_sparse_pixels": 0}
+            with torch.no_grad():
+                for k, name in enumerate(names):
+                    h, w = images[name].shape[:2]
+                    edge = irn_edge(net, inputs[k], cfg.cls_size)
+                    part["edge"] = max(part["edge"], float((edge - edges[k]).abs().max()))
+                    for method in ("dense", "sparse"):
+                        run = types.SimpleNamespace(**{**vars(cfg), "rw_method": method})
+                        walked = random_walk((cams[name] * (1 - edge)).reshape(len(keys), -1), edge,
+                                             run.rw_radius, run.rw_beta, run.rw_exp_times, method)
+                        diff = (walked.view(walks[k].shape) - walks[k]).abs().max() / walks[k].max()
+                        part[f"walk_{method}"] = max(part[f"walk_{method}"], float(diff))
+                        labels = walked_labels(walk_up(cams[name], edge, (h, w), run, net.stride), keys,
+                                               run.rw_bg_threshold)
+                        part[f"labels_{method}_pixels"] += int((labels != saved[name]).sum())
+                    if layout == "same_layout":                 # the toolkit's default inference, for contrast
+                        plain = net.edge(inputs[k][None])[0]
+                        resized = walk_up(cams[name], plain, (h, w), run, None)
+                        out["labels_toolkit_infer_pixels"] = out.get("labels_toolkit_infer_pixels", 0) + int(
+                            (walked_labels(resized, keys, run.rw_bg_threshold) != saved[name]).sum())
+            out.update({f"{layout}_{key}": value for key, value in part.items()})
     return out
 
 

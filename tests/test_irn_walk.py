@@ -151,3 +151,18 @@ def test_pair_labels_match_a_loop():
                 assert bool(neg[0, d, y, x]) == (ok and a != b)
     aff, valid = edge_to_affinity(torch.zeros(1, 2, 3), 2)
     assert valid.shape == aff.shape[1:]
+
+
+@pytest.mark.slow
+def test_irnet_runs_end_to_end_with_irns_walk_settings(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from harness_standins import SquaresDataset
+    from wsssbench import harness
+    ds = SquaresDataset(tmp_path / "data")
+    monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
+    over = {"cls_epochs": "2", "cls_size": "40", "cam_scales": "1.0", "rw_epochs": "1", "seg_enabled": "false",
+            "rw_pairs": "irn", "rw_augment": "irn", "rw_optimizer": "irn", "rw_infer": "irn", "rw_train_images": "8"}
+    rec = harness.run_method("irnet", overrides=over, out=tmp_path / "runs")
+    assert 0 <= rec.metrics["pseudo_miou"] <= 100
