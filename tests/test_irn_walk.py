@@ -153,7 +153,6 @@ def test_pair_labels_match_a_loop():
     assert valid.shape == aff.shape[1:]
 
 
-@pytest.mark.slow
 def test_irnet_runs_end_to_end_with_irns_walk_settings(tmp_path, monkeypatch):
     import sys
     from pathlib import Path
