@@ -14,6 +14,9 @@ real data:
 - "the hard threshold parameter for CAM was set to 16 … changed to 4 and 24" (CRF background powers
   as AffinityNet's; IRN's own code keeps its confidence thresholds ``rw_conf_fg`` 0.30 / ``rw_conf_bg``
   0.05, which the toolkit follows).
+
+``--recipe paper`` (cam's) also trains and infers the boundary net as IRN's code does: ``rw_pairs``,
+``rw_augment``, ``rw_optimizer``, ``rw_infer`` = ``irn`` (docs/recipes.md "IRN's boundary net and walk").
 """
 from dataclasses import dataclass
 
