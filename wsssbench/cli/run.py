@@ -50,7 +50,7 @@ def run_cmd(
     method: str = typer.Argument(..., help="Registered method name (cam, c2am, ...)."),
     dataset: str = typer.Option("synthetic", "--dataset", help="Registered dataset name (synthetic, voc, synthetic-loc, cub, ...)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (default: the dataset's standard location)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Synthetic preset (tiny, voc-shape, cub-shape); default tiny."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Synthetic preset (tiny, quiet, voc-shape, cub-shape); default tiny. quiet: 5x tiny's images, for method comparisons over seeds (docs/statistics.md)."),
     confounding: Optional[float] = typer.Option(None, "--confounding", help="Synthetic only: P(an object's context is "
                                                 "tied to its class), in [0, 1]; default the preset's (tiny: 0.8)."),
     recipe: str = typer.Option("tiny", "--recipe", help="Named settings applied before --set: tiny (the CPU "
