@@ -19,7 +19,7 @@ from torch import nn
 
 from .affinity import search_paths
 from .backbones import Backbone
-from .seam import captured, feature_taps
+from .seam import captured, feature_taps, freeze_as_seam
 
 EPS = 1e-5   # train_aff.py: log(aff + 1e-5), counts + 1e-5
 
@@ -121,12 +121,7 @@ class PSAAffinityNet(nn.Module):
     def train(self, mode: bool = True) -> "PSAAffinityNet":
         super().train(mode)
         if self.frozen:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-                    m.requires_grad_(False)
-            for block in self.backbone.stages[:2]:
-                block.requires_grad_(False)
+            freeze_as_seam(self.backbone)
         return self
 
 

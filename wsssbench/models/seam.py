@@ -29,6 +29,17 @@ from .resnet38 import ResNet38
 EPS = 1e-5   # resnet38_SEAM.py and visualization.max_norm: every normalisation's 1e-5
 
 
+def freeze_as_seam(backbone: Backbone) -> None:
+    """SEAM's and PSA's ``train()`` on ImageNet weights (resnet38d.py ``Net.train``, ``not_training``): every
+    BatchNorm in eval mode without gradient, and the first two blocks (conv1a, B2) frozen."""
+    for m in backbone.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            m.requires_grad_(False)
+    for block in backbone.stages[:2]:
+        block.requires_grad_(False)
+
+
 def with_background(fg: torch.Tensor) -> torch.Tensor:
     """(B, K+1, h, w): ``1 - max`` of the foreground maps as channel 0, then ``fg`` (SEAM's background:
     resnet38_SEAM.py ``cam_d_norm[:,0]``, train_SEAM.py ``cam1[:,0,:,:] = 1-torch.max(cam1[:,1:])``)."""
@@ -155,10 +166,5 @@ class SEAMClassifier(nn.Module):
     def train(self, mode: bool = True) -> "SEAMClassifier":
         super().train(mode)
         if self.frozen:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-                    m.requires_grad_(False)
-            for block in self.backbone.stages[:2]:
-                block.requires_grad_(False)
+            freeze_as_seam(self.backbone)
         return self
