@@ -13,7 +13,8 @@ named arrays:
 Readers also take the two formats the lineages save (both ``<image_id>.npy`` pickled dicts):
 
 * IRN (``step/make_cam.py``): ``{"keys": (k,) 0-based fg ids — a torch tensor in IRN's own files,
-  "high_res": (k, H, W) float32, "cam": the stride-4 maps make_cam.py builds for the walk (ignored)}``, planes max-normalised;
+  "high_res": (k, H, W) float32, "cam": the stride-4 maps make_cam.py builds for the walk (ignored)}``,
+  planes max-normalised;
 * SEAM (``infer_SEAM.py``): ``{fg_class_id: (H, W) map}``, planes min-max normalised.
 
 :func:`load_cams` returns the planes sorted by key, so "the first listed class wins a tie" is "the
