@@ -114,6 +114,8 @@ def main() -> None:
             if args.records:
                 args.records.mkdir(parents=True, exist_ok=True)
                 rec = {k: v for k, v in records[(m, seed)].items() if k != "artifacts"}
+                # the rounds' artifact paths name this machine's runs folder: not evidence, not committed
+                rec["rounds"] = [{k: v for k, v in r.items() if k != "artifacts"} for r in rec.get("rounds", [])]
                 (args.records / f"{m}-seed{seed}.json").write_text(json.dumps(rec, indent=1))
     result = analyse(records, seeds, get_dataset("synthetic", **options))
     if args.json:
