@@ -162,6 +162,12 @@ def test_irnet_runs_end_to_end_with_irns_walk_settings(tmp_path, monkeypatch):
     ds = SquaresDataset(tmp_path / "data")
     monkeypatch.setattr(harness, "get_dataset", lambda name, root=None, **options: ds)
     over = {"cls_epochs": "2", "cls_size": "40", "cam_scales": "1.0", "rw_epochs": "1", "seg_enabled": "false",
-            "rw_pairs": "irn", "rw_augment": "irn", "rw_optimizer": "irn", "rw_infer": "irn", "rw_train_images": "8"}
+            "rw_pairs": "irn", "rw_augment": "irn", "rw_optimizer": "irn", "rw_infer": "irn", "rw_train_images": "8",
+            "cam_arithmetic": "irn"}
     rec = harness.run_method("irnet", overrides=over, out=tmp_path / "runs")
     assert 0 <= rec.metrics["pseudo_miou"] <= 100
+    # make_cam.py's stride-4 maps are in every CAM file, on IRN's grid, for the walk to start from
+    from wsssbench.cams import load_cams
+    cam = load_cams(next(Path(rec.artifacts["cams"]).rglob("*.npz")))
+    h, w = cam.cams.shape[1:]
+    assert cam.stride4.shape == (len(cam.keys), (h - 1) // 4 + 1, (w - 1) // 4 + 1)

@@ -159,6 +159,47 @@ def test_irn_arithmetic_upsamples_to_the_strided_up_size_then_crops():
     assert not torch.allclose(direct, cams)
 
 
+def test_stride4_cams_sum_each_scale_resized_to_the_stride4_grid():
+    # make_cam.py strided_cam: each scale's (flip-summed, ReLU) map resized to get_strided_size(size, 4), summed
+    from wsssbench.stages.common import to_tensor
+    image = np.random.default_rng(3).integers(0, 256, (41, 50, 3), dtype=np.uint8)
+    _, _, strided = multiscale_cams(_Identity(), image, (1.0, 0.5), True, arithmetic="irn", stride4=True)
+    expected = torch.zeros(1, 11, 13)                       # (41 - 1) // 4 + 1, (50 - 1) // 4 + 1
+    for scale in (1.0, 0.5):
+        x = to_tensor(image if scale == 1 else pil_rescale(image, scale))[None]
+        pair = torch.relu(_Identity().cams(torch.cat([x, x.flip(-1)])))
+        one = pair[:1] + pair[1:].flip(-1)
+        expected += torch.nn.functional.interpolate(one, size=(11, 13), mode="bilinear", align_corners=False)[0]
+    assert strided.shape == (1, 11, 13) and torch.allclose(strided, expected, atol=1e-6)
+
+
+def test_the_walk_starts_from_the_stride4_cams_where_they_fit(tmp_path):
+    import types
+
+    from wsssbench.cams import load_cams, save_cams
+    from wsssbench.stages import expand
+    rng = np.random.default_rng(4)
+    full, small = rng.random((1, 40, 48), dtype=np.float32), rng.random((1, 10, 12), dtype=np.float32)
+    loaded = load_cams(save_cams(tmp_path / "a.npz", [2], full, stride4=small))
+    assert np.array_equal(loaded.stride4, small) and load_cams(save_cams(tmp_path / "b.npz", [2], full)).stride4 is None
+    seen = []
+
+    def walk_up(s, edge, size, cfg, stride):
+        seen.append(s.clone())
+        return torch.zeros((1, *size))
+    cfg = types.SimpleNamespace(rw_infer="toolkit", rw_bg_threshold=0.25)
+    net = types.SimpleNamespace(edge=lambda x: torch.zeros(1, 10, 12))
+    ctx = types.SimpleNamespace(cfg=cfg, device="cpu")
+    image = np.zeros((40, 48, 3), np.uint8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(expand, "walk_up", walk_up)
+        expand.random_walk_mask(ctx, net, image, full, np.array([2]), small)
+        expand.random_walk_mask(ctx, net, image, full, np.array([2]), None)
+        expand.random_walk_mask(ctx, net, image, full, np.array([2]), small[:, :9])   # another grid: resized
+    assert np.array_equal(seen[0].numpy(), small) and not torch.allclose(seen[1], seen[0])
+    assert torch.equal(seen[1], seen[2])
+
+
 def test_irn_arithmetic_rescales_with_pil_bicubic_before_normalising():
     image = np.random.default_rng(2).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     seen = []

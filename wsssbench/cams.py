@@ -9,12 +9,15 @@ named arrays:
 ``norm``    str — how the maps were normalised: ``"max"`` (each plane / (its max + 1e-5), IRN),
             ``"minmax"`` (SEAM) or ``"none"``.
 ``scores``  float32 (C,), optional — the classifier's score for every foreground class (WSOL Top-k).
+``stride4`` float32 (k, ⌈H/4⌉, ⌈W/4⌉), optional — IRN's stride-4 ``cam`` (make_cam.py: each scale's map
+            resized to the stride-4 grid, summed, max-normalised), which IRN's random walk starts from;
+            written with ``cam_arithmetic=irn``.
 
 Readers also take the two formats the lineages save (both ``<image_id>.npy`` pickled dicts):
 
 * IRN (``step/make_cam.py``): ``{"keys": (k,) 0-based fg ids — a torch tensor in IRN's own files,
-  "high_res": (k, H, W) float32, "cam": the stride-4 maps make_cam.py builds for the walk (ignored)}``,
-  planes max-normalised;
+  "high_res": (k, H, W) float32, "cam": the stride-4 maps make_cam.py builds for the walk (read as
+  ``stride4``)}``, planes max-normalised;
 * SEAM (``infer_SEAM.py``): ``{fg_class_id: (H, W) map}``, planes min-max normalised.
 
 :func:`load_cams` returns the planes sorted by key, so "the first listed class wins a tie" is "the
@@ -47,9 +50,10 @@ class CamFile:
     cams: np.ndarray                   # float (k, H, W)
     norm: str = "max"
     scores: np.ndarray | None = None   # float32 (C,)
+    stride4: np.ndarray | None = None  # float (k, h4, w4): IRN's stride-4 maps for its walk
 
 
-def save_cams(path: str | Path, keys, cams, norm: str = "max", scores=None) -> Path:
+def save_cams(path: str | Path, keys, cams, norm: str = "max", scores=None, stride4=None) -> Path:
     path = Path(path)
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     cams = np.asarray(cams)
@@ -60,6 +64,8 @@ def save_cams(path: str | Path, keys, cams, norm: str = "max", scores=None) -> P
     arrays = {"keys": keys, "cams": cams, "norm": np.array(norm)}
     if scores is not None:
         arrays["scores"] = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if stride4 is not None:
+        arrays["stride4"] = np.asarray(stride4, dtype=np.float32)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
     return path
@@ -72,7 +78,8 @@ def load_cams(path: str | Path) -> CamFile:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return _sorted(CamFile(keys=z["keys"].astype(np.int64).reshape(-1), cams=z["cams"],
-                                       norm=str(z["norm"]), scores=z["scores"] if "scores" in z else None), path)
+                                       norm=str(z["norm"]), scores=z["scores"] if "scores" in z else None,
+                                       stride4=z["stride4"] if "stride4" in z else None), path)
         obj = np.load(path, allow_pickle=True)
     except FileNotFoundError:
         raise UserError(f"{path}: CAM file is missing") from None
@@ -89,7 +96,9 @@ def cams_from_object(obj, path: str | Path) -> CamFile:
     if isinstance(obj, dict) and "high_res" in obj:          # IRN: {"keys", "high_res", ["cam"]}
         keys = _numpy(obj["keys"]).astype(np.int64).reshape(-1)
         scores = np.asarray(_numpy(obj["scores"]), dtype=np.float32) if "scores" in obj else None
-        return _sorted(CamFile(keys=keys, cams=_numpy(obj["high_res"]), norm="max", scores=scores), path)
+        stride4 = _numpy(obj["cam"]) if "cam" in obj else None
+        return _sorted(CamFile(keys=keys, cams=_numpy(obj["high_res"]), norm="max", scores=scores, stride4=stride4),
+                       path)
     if isinstance(obj, dict) and obj and all(isinstance(k, (int, np.integer)) for k in obj):   # SEAM
         keys = np.array(sorted(int(k) for k in obj), dtype=np.int64)
         planes = [_numpy(obj[k]) for k in keys]
@@ -115,7 +124,8 @@ def _sorted(cf: CamFile, path: Path) -> CamFile:
     _check_shape(cf, path)
     if np.any(np.diff(cf.keys) <= 0):
         order = np.argsort(cf.keys, kind="stable")
-        cf = CamFile(keys=cf.keys[order], cams=cf.cams[order], norm=cf.norm, scores=cf.scores)
+        cf = CamFile(keys=cf.keys[order], cams=cf.cams[order], norm=cf.norm, scores=cf.scores,
+                     stride4=None if cf.stride4 is None else cf.stride4[order])
     return cf
 
 

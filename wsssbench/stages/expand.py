@@ -251,9 +251,12 @@ def walk(x: torch.Tensor, aff: torch.Tensor, beta: float, exp_times: int, method
 
 
 @torch.no_grad()
-def random_walk_mask(ctx, net, image: np.ndarray, cams: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def random_walk_mask(ctx, net, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
+                     stride4: np.ndarray | None = None) -> np.ndarray:
     """IRN make_sem_seg_labels: walk the stride-4 CAMs (times 1 − boundary), global-max normalise,
-    put the ``rw_bg_threshold`` plane first, argmax."""
+    put the ``rw_bg_threshold`` plane first, argmax. The stride-4 CAMs are ``stride4`` (make_cam.py's
+    ``cam``, written with ``cam_arithmetic=irn``) where it fits the boundary map's grid, else ``cams``
+    resized to that grid."""
     cfg = ctx.cfg
     h, w = image.shape[:2]
     if len(keys) == 0:
@@ -261,8 +264,11 @@ def random_walk_mask(ctx, net, image: np.ndarray, cams: np.ndarray, keys: np.nda
     x = to_tensor(image).to(ctx.device)
     edge = irn_edge(net, x, cfg.cls_size) if cfg.rw_infer == "irn" else net.edge(x[None])[0]
     hs, ws = edge.shape
-    small = F.interpolate(torch.from_numpy(cams)[None].to(ctx.device), size=(hs, ws), mode="bilinear",
-                          align_corners=False)[0]
+    if stride4 is not None and stride4.shape[1:] == (hs, ws):
+        small = torch.from_numpy(np.asarray(stride4, dtype=np.float32)).to(ctx.device)
+    else:
+        small = F.interpolate(torch.from_numpy(cams)[None].to(ctx.device), size=(hs, ws), mode="bilinear",
+                              align_corners=False)[0]
     walked = walk_up(small, edge, (h, w), cfg, net.stride if cfg.rw_infer == "irn" else None)
     return walked_labels(walked, keys, cfg.rw_bg_threshold)
 
@@ -329,7 +335,7 @@ def run(ctx, cams_dir: Path, samples, out_dir: Path, progress=None, seed_rule: d
         cam = load_cams(cams_dir / f"{sample.id}.npz")
         image = ctx.dataset.load_image(sample)
         if cfg.expansion == "rw":
-            mask = random_walk_mask(ctx, net, image, cam.cams, cam.keys)
+            mask = random_walk_mask(ctx, net, image, cam.cams, cam.keys, cam.stride4)
         elif cfg.expansion == "crf":
             mask = crf_mask(image, cam.cams, cam.keys, cfg.crf_alpha)
         else:   # "none": the seeds themselves

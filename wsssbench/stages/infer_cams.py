@@ -40,7 +40,7 @@ def _upsampled(cams: torch.Tensor, size, arithmetic: str) -> torch.Tensor:
 @torch.no_grad()
 def multiscale_cams(model, images: np.ndarray, scales, flip: bool, device: str = "cpu",
                     extras: dict[str, torch.Tensor] | None = None,
-                    arithmetic: str = "toolkit") -> tuple[torch.Tensor, torch.Tensor]:
+                    arithmetic: str = "toolkit", stride4: bool = False):
     """Sum over scales (and flips) of ReLU CAMs upsampled to the image size; and the scale-1 class scores.
 
     ``images`` is (B, H, W, 3) uint8 (or one (H, W, 3) image). ``extras``: the method's per-image inputs,
@@ -48,14 +48,16 @@ def multiscale_cams(model, images: np.ndarray, scales, flip: bool, device: str =
     context inputs). ``arithmetic``: ``"toolkit"`` rescales the normalised images bilinearly and resizes
     the maps straight to (H, W); ``"irn"`` as IRN's make_cam.py (:func:`_pil_scaled`, :func:`_upsampled`).
     Returns ``(cams (B, K, H, W), scores (B, K) sigmoid probabilities)`` — squeezed for one image —
-    before normalisation.
+    before normalisation; ``stride4`` adds IRN's stride-4 sum (each scale's map resized to
+    ⌈H/4⌉ × ⌈W/4⌉, make_cam.py ``strided_cam``) as a third element.
     """
     single = images.ndim == 3
     images = images[None] if single else images
     x = torch.stack([to_tensor(im) for im in images]).to(device)
     extras = {k: v.to(device) for k, v in (extras or {}).items()}
     n, (h, w) = len(x), x.shape[-2:]
-    total, scores = torch.zeros((), device=device), None
+    total, scores, strided = torch.zeros((), device=device), None, torch.zeros((), device=device)
+    grid = ((h - 1) // 4 + 1, (w - 1) // 4 + 1)              # IRN misc/imutils.py get_strided_size(size, 4)
     for s in scales:
         size = (h, w) if s == 1.0 else (max(1, round(h * s)), max(1, round(w * s)))
         xs = _pil_scaled(images, s, flip, device) if arithmetic == "irn" else _scaled(x, size, flip)
@@ -64,9 +66,12 @@ def multiscale_cams(model, images: np.ndarray, scales, flip: bool, device: str =
         if flip:
             cams = cams[:n] + cams[n:].flip(-1)
         total = total + _upsampled(cams, (h, w), arithmetic)
+        if stride4:
+            strided = strided + F.interpolate(cams, size=grid, mode="bilinear", align_corners=False)
         if scores is None or s == 1.0:
             scores = torch.sigmoid(model(xs[:n], **{k: v[:n] for k, v in ex.items()}).float())
-    return (total[0], scores[0]) if single else (total, scores)
+    out = (total, scores, strided) if stride4 else (total, scores)
+    return tuple(t[0] for t in out) if single else out
 
 
 def max_normalise(cams: torch.Tensor) -> torch.Tensor:
@@ -88,15 +93,19 @@ def run(ctx, method, model, samples, out_dir: Path, progress=None, label: str = 
     for group, images in image_groups(ctx.dataset, samples, batch):
         per_image = [extra_tensors(extras, s, im.shape[:2]) for s, im in zip(group, images)]
         stacked = {k: torch.stack([e[k] for e in per_image]) for k in per_image[0] if k in takes}
-        cams, scores = multiscale_cams(model, np.stack(images), cfg.cam_scales, cfg.cam_flip, ctx.device, stacked,
-                                       cfg.cam_arithmetic)
-        for sample, image, cam, score in zip(group, images, cams, scores):
+        # IRN's arithmetic also keeps make_cam.py's stride-4 maps, which its random walk starts from (not for a
+        # method that refines its CAMs: the refinement is defined on the full-resolution maps)
+        stride4 = cfg.cam_arithmetic == "irn" and method.refine_cams is None
+        cams, scores, *strided = multiscale_cams(model, np.stack(images), cfg.cam_scales, cfg.cam_flip, ctx.device,
+                                                 stacked, cfg.cam_arithmetic, stride4=stride4)
+        for i, (sample, image, cam, score) in enumerate(zip(group, images, cams, scores)):
             keys = sorted({fg_index(ctx.dataset, c) for c in sample.labels})
             planes = cam[keys]
             if method.refine_cams is not None:
                 planes = method.refine_cams(ctx, model, image, planes)
+            small = max_normalise(strided[0][i][keys]).cpu().numpy().astype(np.float32) if stride4 else None
             save_cams(out_dir / f"{sample.id}.npz", keys, max_normalise(planes).cpu().numpy().astype(np.float32),
-                      norm="max", scores=score.cpu().numpy())
+                      norm="max", scores=score.cpu().numpy(), stride4=small)
         if progress:
             progress.advance(task, len(group))
 
