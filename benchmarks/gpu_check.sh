@@ -3,6 +3,7 @@
 #   1. classifier training throughput: the harness step vs a bare torchvision ResNet-50 step (goal ratio >= 0.8)
 #   2. `wsssbench run cam` on the synthetic voc-shape preset end to end, timed (goal < 30 min on one H100/H200;
 #      generating the preset's 13,495 images is timed apart, it happens once per machine)
+#   2b. `wsssbench run irnet --recipe paper` (IRN's pipeline as its code runs it) on voc-shape, timed
 #   3. bf16 autocast vs float32: the mIoU difference on tiny
 #   4. with two or more GPUs: `run cam --nproc 2` on tiny beside one process
 # Usage: benchmarks/gpu_check.sh [OUT]     (default gpu-check/; every figure lands in OUT/*.json and OUT/log.txt)
@@ -30,6 +31,13 @@ python -m wsssbench run cam --preset voc-shape --device cuda --out "$OUT/runs-vo
 echo "run cam voc-shape: $(( $(date +%s) - start )) s wall (per-stage seconds in $OUT/run_cam_voc_shape.json timings)"
 python -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in ('seed_miou','pseudo_miou','seg_miou')}, d['timings'])" \
     "$OUT/run_cam_voc_shape.json"
+
+echo "== 2b. run irnet --recipe paper on voc-shape (IRN's pipeline to the step: classifier, CAMs, boundary net, walk,"
+echo "       DeepLab-v2 as deeplab-pytorch; random init unless WEIGHTS=resnet50-19c8e357.pth is set), timed"
+start=$(date +%s)
+python -m wsssbench run irnet --recipe paper --preset voc-shape --device cuda \
+    --out "$OUT/runs-voc-paper" --json ${WEIGHTS:+--weights "$WEIGHTS"} > "$OUT/run_cam_paper_voc_shape.json"
+echo "run irnet --recipe paper voc-shape: $(( $(date +%s) - start )) s wall (per stage: $OUT/run_cam_paper_voc_shape.json)"
 
 echo "== 3. bf16 autocast vs float32 on tiny (cam, seeds 0,1,2)"
 python benchmarks/bf16_vs_fp32.py --out "$OUT/runs-amp" | tee "$OUT/bf16_vs_fp32.json"
